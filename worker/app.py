@@ -1,0 +1,254 @@
+"""App: the worker loop. Read this file top to bottom to follow a message through the system.
+
+    poll (source) -> micro-batch (batcher) -> decode -> classify -> triage
+      -> dead letters sent (deadletter) + results and outbox rows stored in one transaction (store)
+      -> dead letters acknowledged -> offsets committed (source) -> escalations relayed (relay)
+
+Offsets move only after everything before them is stored or dead-lettered, so a crash at any
+point replays work instead of losing it, and the idempotent store turns replays into no-ops.
+SIGTERM/SIGINT finish the batch in hand, commit, and leave the group; a second signal abandons
+the batch without committing (it will be replayed).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from kafka import KafkaProducer
+from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
+
+from worker.batcher import MicroBatcher
+from worker.classifier import ClassificationFailure, SentimentClassifier
+from worker.deadletter import DeadLetterSink
+from worker.decode import Decoder
+from worker.logs import get_logger
+from worker.records import ClassifiedItem, FeedbackItem, RawRecord, Rejection
+from worker.relay import EscalationRelay
+from worker.settings import Settings
+from worker.source import KafkaSource, build_consumer
+from worker.store import ResultStore, StoreOutcome
+from worker.triage import TriagePolicy
+
+log = get_logger("worker.app")
+
+IDLE_POLL_MS = 500
+RELAY_INTERVAL_S = 0.25
+
+
+class Abandon(BaseException):
+    """Raised by a second stop signal: leave now without committing the batch in hand."""
+
+
+@dataclass
+class Totals:
+    consumed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    escalated: int = 0
+    dead_lettered: int = 0
+    relayed: int = 0
+    batches: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: SentimentClassifier,
+        store: ResultStore,
+        dead_letters: DeadLetterSink,
+        relay: EscalationRelay,
+        source_factory: Callable[[Callable[[], None]], KafkaSource],
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.store = store
+        self.dead_letters = dead_letters
+        self.relay = relay
+        self.decoder = Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)
+        self.policy = TriagePolicy(settings.low_confidence_threshold)
+        self.batcher = MicroBatcher(settings.max_batch_size, settings.max_wait_ms)
+        self.source = source_factory(self._flush_pending)
+        self.on_close = on_close
+        self.totals = Totals()
+        self.abandoned = False
+        self._stopping = False
+        self._last_relay = 0.0
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, until: Callable[[Totals], bool] | None = None) -> Totals:
+        """Consume until a stop signal (or `until(totals)` is true), then drain and leave the group."""
+        log.info("worker_started", **self.classifier.describe(), topic=self.settings.input_topic,
+                 group_id=self.settings.group_id)
+        try:
+            while not self._stopping and not (until and until(self.totals)):
+                wait_ms = self.batcher.time_left_ms() if self.batcher.pending else IDLE_POLL_MS
+                self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
+                if self.batcher.ready():
+                    self.process(self.batcher.take())
+                self._relay(force=False)
+            self._flush_pending()
+            self._relay(force=True)
+        except Abandon:
+            self.abandoned = True
+            log.warning("batch_abandoned", events=len(self.batcher.pending))
+        finally:
+            signal.alarm(0)
+            self.source.close()
+            self.on_close()
+            log.info("worker_stopped", **vars(self.totals))
+        return self.totals
+
+    def process(self, records: list[RawRecord]) -> None:
+        """Decode, classify, triage, store and dead-letter one batch, then commit its offsets."""
+        started = time.perf_counter()
+        items: list[FeedbackItem] = []
+        rejections: list[Rejection] = []
+        for record in records:
+            decoded = self.decoder.decode(record)
+            (items if isinstance(decoded, FeedbackItem) else rejections).append(decoded)  # type: ignore[arg-type]
+
+        classified: list[ClassifiedItem] = []
+        predictions = self.classifier.predict([item.text for item in items])
+        stats = self.classifier.last_stats
+        inference_ms = stats.inference_ms if stats else 0.0
+        for item, prediction in zip(items, predictions):
+            if isinstance(prediction, ClassificationFailure):
+                rejections.append(Rejection(item.record, "classification_failed", prediction.message))
+                continue
+            classified.append(
+                ClassifiedItem(
+                    item=item,
+                    prediction=prediction,
+                    decision=self.policy.decide(prediction),
+                    model=self.classifier.model_name,
+                    inference_ms=inference_ms,
+                    batch_size=len(items),
+                )
+            )
+
+        self.dead_letters.send(rejections)
+        outcome = self._store_with_retry(classified)
+        self.dead_letters.flush()
+        committed = self.source.commit(records)
+
+        for rejection in rejections:
+            log.warning("event_dead_lettered", error_class=rejection.error_class, reason=rejection.message,
+                        topic=rejection.record.topic, partition=rejection.record.partition,
+                        offset=rejection.record.offset)
+        if outcome.duplicates:
+            log.warning("duplicate_events_skipped", event_ids=outcome.duplicates[:50], count=len(outcome.duplicates))
+        self.totals.consumed += len(records)
+        self.totals.stored += outcome.inserted
+        self.totals.duplicates += len(outcome.duplicates)
+        self.totals.escalated += outcome.escalations
+        self.totals.dead_lettered += len(rejections)
+        self.totals.batches += 1
+        log.info(
+            "batch_stored",
+            events=len(records),
+            stored=outcome.inserted,
+            escalated=outcome.escalations,
+            dead_lettered=len(rejections),
+            duplicates=len(outcome.duplicates),
+            tokenize_ms=round(stats.tokenize_ms, 2) if stats else 0.0,
+            inference_ms=round(inference_ms, 2),
+            padded_tokens=stats.padded_tokens if stats else 0,
+            total_ms=round((time.perf_counter() - started) * 1000, 2),
+            committed=committed,
+        )
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _flush_pending(self) -> None:
+        """Process what the batcher holds; called at shutdown and when partitions are revoked."""
+        if self.batcher.pending:
+            self.process(self.batcher.take())
+
+    def _store_with_retry(self, classified: list[ClassifiedItem]) -> StoreOutcome:
+        """Retry the store transaction with exponential backoff; give up (and crash) after N tries.
+
+        A crash here is safe: nothing of this batch was committed, so it is replayed on restart.
+        """
+        delay = 0.5
+        for attempt in range(1, self.settings.store_retry_attempts + 1):
+            try:
+                return self.store.write(classified)
+            except DBAPIError as exc:
+                if attempt == self.settings.store_retry_attempts or not _is_transient(exc):
+                    raise
+                log.warning("store_retry", attempt=attempt, delay_s=delay, error=type(exc.orig).__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    def _relay(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_relay < RELAY_INTERVAL_S:
+            return
+        self._last_relay = now
+        while True:
+            try:
+                published, failed = self.relay.publish_pending()
+            except DBAPIError as exc:
+                log.warning("relay_failed", error=type(exc.orig).__name__)
+                return
+            self.totals.relayed += published
+            if published:
+                log.info("escalations_published", count=published, failed=failed)
+            if failed:
+                log.warning("escalations_unpublished", count=failed)
+            if not force or published == 0 or failed:
+                return
+
+    # --- signals -----------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            raise Abandon()
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        self._stopping = True
+        signal.alarm(max(1, math.ceil(self.settings.shutdown_grace_s)))  # SIGALRM ends a drain that hangs
+        signal.signal(signal.SIGALRM, lambda *_: self._on_signal(signal.SIGTERM, None))
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """Connection-level failures are worth retrying; constraint or SQL errors are not."""
+    return bool(exc.connection_invalidated) or type(exc.orig).__name__ in {"OperationalError", "InterfaceError"}
+
+
+def build_worker(settings: Settings, classifier: SentimentClassifier | None = None) -> Worker:
+    """Wire the real parts together from settings."""
+    classifier = classifier or SentimentClassifier(
+        settings.model,
+        device=settings.device,
+        label_map=settings.label_map,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+    )
+    engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True, pool_size=2)
+    producer = KafkaProducer(
+        acks="all",
+        linger_ms=5,
+        retries=5,
+        max_request_size=max(settings.kafka_max_message_bytes + 65_536, 1_048_576),
+        **settings.kafka_common(),
+    )
+    return Worker(
+        settings=settings,
+        classifier=classifier,
+        store=ResultStore(engine, store_text=settings.store_text),
+        dead_letters=DeadLetterSink(producer, settings.dead_letter_topic),
+        relay=EscalationRelay(engine, producer, settings.escalation_topic, batch_size=settings.relay_batch_size),
+        source_factory=lambda on_revoke: KafkaSource(build_consumer(settings), settings.input_topic, on_revoke),
+        on_close=lambda: (producer.close(timeout=10), engine.dispose()),
+    )

@@ -1,0 +1,196 @@
+"""Classifier: owns the model. Tokenizer, device, dtype, batching by token budget, label mapping.
+
+Nothing else in the worker imports torch. Texts are tokenized once, sorted by length, cut into
+batches whose padded size fits `max_batch_tokens` (and at most `max_batch_size` texts), padded
+per batch, run under `torch.inference_mode`, and returned in the caller's order.
+On CUDA the weights run in bf16 (fp16 where bf16 is missing); on the CPU in fp32.
+A batch that runs out of memory is split in halves and retried; a single text that still
+fails comes back as a ClassificationFailure for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from worker.labels import normalise_labels
+from worker.records import Prediction
+
+UNBOUNDED_LENGTH = 1_000_000  # tokenizers without a limit report a huge sentinel
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer could not be loaded, or its labels cannot be mapped."""
+
+
+@dataclass(frozen=True)
+class ClassificationFailure:
+    """One text the model could not classify even alone (e.g. out of memory)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What the last `predict` call did, for logs and benchmarks."""
+
+    texts: int
+    forward_passes: int
+    padded_tokens: int
+    real_tokens: int
+    tokenize_ms: float
+    inference_ms: float
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("TRIAGE_DEVICE=cuda but no CUDA device is available")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def plan_batches(lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Group text indexes, longest first, so each batch's padded size stays within the budget.
+
+    A batch costs len(batch) * (longest length in it) tokens. A single text longer than the
+    budget still gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * longest > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class SentimentClassifier:
+    """A Hugging Face sequence-classification model with positive/negative labels."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        label_map: Mapping[str, str] | None = None,
+        max_batch_size: int = 64,
+        max_batch_tokens: int = 16_384,
+    ) -> None:
+        hf_logging.set_verbosity_error()  # our logs are JSON lines; keep library chatter off stderr
+        hf_logging.disable_progress_bar()
+        self.model_name = model
+        self.device = resolve_device(device)
+        self.dtype = self._pick_dtype(self.device)
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
+        self.model.to(self.device).eval()
+        id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        try:
+            self.labels = normalise_labels(id2label, label_map)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.raw_labels = id2label
+        self.negative_index = next(i for i, s in self.labels.items() if s == "negative")
+        limits = [getattr(self.model.config, "max_position_embeddings", UNBOUNDED_LENGTH)]
+        if self.tokenizer.model_max_length < UNBOUNDED_LENGTH:
+            limits.append(self.tokenizer.model_max_length)
+        self.max_length = int(min(limits))
+        self.pad_multiple = 8 if self.device.type == "cuda" else None
+        self.last_stats: BatchStats | None = None
+
+    @staticmethod
+    def _pick_dtype(device: torch.device) -> torch.dtype:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "max_length": self.max_length,
+            "labels": {self.raw_labels[i]: s for i, s in self.labels.items()},
+        }
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction | ClassificationFailure]:
+        """Classify `texts`; the answers come back in the same order."""
+        if not texts:
+            return []
+        started = time.perf_counter()
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
+        features = [
+            {name: encoded[name][i] for name in encoded.keys()} for i in range(len(texts))
+        ]
+        lengths = [len(f["input_ids"]) for f in features]
+        tokenized = time.perf_counter()
+        results: list[Prediction | ClassificationFailure | None] = [None] * len(texts)
+        passes = padded = 0
+        for batch in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+            for indexes, outcome in self._run_splitting_on_oom(batch, features):
+                passes += 1
+                padded += len(indexes) * max(lengths[i] for i in indexes)
+                for index, answer in zip(indexes, outcome):
+                    results[index] = answer
+        finished = time.perf_counter()
+        self.last_stats = BatchStats(
+            texts=len(texts),
+            forward_passes=passes,
+            padded_tokens=padded,
+            real_tokens=sum(lengths),
+            tokenize_ms=(tokenized - started) * 1000,
+            inference_ms=(finished - tokenized) * 1000,
+        )
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _run_splitting_on_oom(
+        self, indexes: list[int], features: list[dict[str, list[int]]]
+    ) -> list[tuple[list[int], list[Prediction | ClassificationFailure]]]:
+        try:
+            return [(indexes, list(self._forward([features[i] for i in indexes])))]
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(indexes) == 1:
+                return [(indexes, [ClassificationFailure(f"out of memory on {self.device}: {exc}")])]
+            half = len(indexes) // 2
+            return self._run_splitting_on_oom(indexes[:half], features) + self._run_splitting_on_oom(
+                indexes[half:], features
+            )
+
+    def _forward(self, features: list[dict[str, list[int]]]) -> list[Prediction]:
+        batch = self.tokenizer.pad(features, pad_to_multiple_of=self.pad_multiple, return_tensors="pt")
+        non_blocking = self.device.type == "cuda"
+        inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
+        scores, best = probs.max(dim=-1)
+        negative = probs[:, self.negative_index]
+        return [
+            Prediction(
+                label=self.labels[int(b)],
+                score=float(s),
+                negative_prob=float(n),
+                raw_label=self.raw_labels[int(b)],
+            )
+            for s, b, n in zip(scores, best, negative)
+        ]

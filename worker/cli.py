@@ -1,0 +1,143 @@
+"""CLI: the `triage-worker` command and its verbs (run, migrate, classify, send, demo, schemas).
+
+Each verb builds the settings once, then hands off to the module that does the work.
+Configuration errors exit with status 2 and a message naming the TRIAGE_* variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.logs import configure_logging, get_logger
+from worker.settings import Settings, SettingsError, load_settings
+
+log = get_logger("worker.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="triage-worker",
+        description="Classify customer feedback from Kafka with a BERT sentiment model; store and triage it.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    verbs.add_parser("run", help="consume the input topic and process events until SIGTERM/SIGINT")
+
+    migrate = verbs.add_parser("migrate", help="apply the database migrations (Alembic)")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision instead")
+
+    classify = verbs.add_parser("classify", help="classify texts (arguments, or one per line on stdin)")
+    classify.add_argument("texts", nargs="*", help="texts to classify; read stdin when none are given")
+    classify.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
+
+    send = verbs.add_parser("send", help="publish feedback events from a JSON-lines file ('-' for stdin)")
+    send.add_argument("file", help="JSON-lines file, one event per line")
+    send.add_argument("--topic", help="topic (default: TRIAGE_INPUT_TOPIC)")
+
+    demo = verbs.add_parser("demo", help="run everything locally on embedded Postgres and Tansu, print results")
+    demo.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
+
+    schemas = verbs.add_parser("schemas", help="write the wire JSON Schemas generated from the models")
+    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default: ./schemas)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {"model": args.model} if getattr(args, "model", None) else {}
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"triage-worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    handler = {
+        "run": _run,
+        "migrate": _migrate,
+        "classify": _classify,
+        "send": _send,
+        "demo": _demo,
+        "schemas": _schemas,
+    }[args.verb]
+    try:
+        return handler(settings, args)
+    except Exception as exc:  # a clear one-line reason for the operator, the traceback in the log
+        from worker.classifier import ModelLoadError
+
+        if isinstance(exc, (ModelLoadError, FileNotFoundError)):
+            print(f"triage-worker: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import build_worker
+
+    log.info("settings_loaded", settings=settings.safe_dump())
+    worker = build_worker(settings)
+    worker.install_signal_handlers()
+    worker.run()
+    return 1 if worker.abandoned else 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker import migrate
+
+    if args.downgrade:
+        migrate.downgrade(settings.sqlalchemy_url(), args.revision)
+    else:
+        migrate.upgrade(settings.sqlalchemy_url(), args.revision)
+    log.info("migrated", revision=args.revision, downgrade=args.downgrade)
+    return 0
+
+
+def _classify(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.classifier import ClassificationFailure, SentimentClassifier
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    classifier = SentimentClassifier(
+        settings.model, device=settings.device, label_map=settings.label_map,
+        max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
+    )
+    for prediction in classifier.predict(texts):
+        if isinstance(prediction, ClassificationFailure):
+            print(json.dumps([{"error": prediction.message}]))
+        else:
+            print(json.dumps([{"label": prediction.label.upper(), "score": round(prediction.score, 4)}]))
+    return 0
+
+
+def _send(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.publish import publish_lines
+
+    if args.file == "-":
+        sent = publish_lines(settings, sys.stdin.buffer, args.topic)
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        with path.open("rb") as handle:
+            total = sum(1 for _ in handle)
+        with path.open("rb") as handle:
+            sent = publish_lines(settings, handle, args.topic, total=total)
+    print(f"sent {sent} events to {args.topic or settings.input_topic}", file=sys.stderr)
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(settings)
+
+
+def _schemas(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.events import write_schemas
+
+    for path in write_schemas(args.out):
+        print(path)
+    return 0

@@ -1,0 +1,96 @@
+"""Decode: turn the bytes of one Kafka record into a FeedbackItem, or a Rejection with a reason.
+
+Never raises on input. Every way a payload can be wrong maps to a stable `error_class` that
+travels in the dead-letter headers: invalid_utf8, invalid_json, not_an_object, invalid_event,
+empty_text, text_too_long, invalid_text, value_too_large, missing_value.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from worker.events import FeedbackEvent
+from worker.records import FeedbackItem, RawRecord, Rejection
+
+
+class Decoder:
+    """Validates records against `feedback-event.v1` and the size limits."""
+
+    def __init__(self, max_text_chars: int, max_value_bytes: int = 1_048_576) -> None:
+        self.max_text_chars = max_text_chars
+        self.max_value_bytes = max_value_bytes
+
+    def decode(self, record: RawRecord) -> FeedbackItem | Rejection:
+        def reject(error_class: str, message: str) -> Rejection:
+            return Rejection(record=record, error_class=error_class, message=message)
+
+        value = record.value
+        if value is None:
+            return reject("missing_value", "record has no value (tombstone)")
+        if len(value) > self.max_value_bytes:
+            return reject("value_too_large", f"value is {len(value)} bytes, limit {self.max_value_bytes}")
+        try:
+            decoded_text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return reject("invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}")
+        try:
+            payload = json.loads(decoded_text)
+        except RecursionError:
+            return reject("invalid_json", "JSON is nested too deeply")
+        except ValueError as exc:
+            return reject("invalid_json", f"value is not JSON: {exc}")
+        if not isinstance(payload, dict):
+            return reject("not_an_object", f"expected a JSON object, got {type(payload).__name__}")
+        text = payload.get("text")
+        if isinstance(text, str) and len(text) > self.max_text_chars:
+            return reject("text_too_long", f"text has {len(text)} characters, limit {self.max_text_chars}")
+        try:
+            event = FeedbackEvent.model_validate(payload)
+        except ValidationError as exc:
+            return reject("invalid_event", _summarise(exc))
+        if not event.text.strip():
+            return reject("empty_text", "text is blank")
+        problem = _unstorable(payload)
+        if problem:
+            return reject("invalid_text", problem)
+        return FeedbackItem(
+            record=record,
+            event_id=event.event_id or f"{record.topic}:{record.partition}:{record.offset}",
+            text=event.text,
+            source=event.source,
+            product=event.product,
+            customer_id=event.customer_id,
+            created_at=event.created_at,
+            metadata=event.metadata,
+        )
+
+
+def _summarise(exc: ValidationError) -> str:
+    """A short, text-free summary of what failed validation (never echoes the input)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _unstorable(payload: dict[str, object]) -> str | None:
+    """PostgreSQL text and JSONB cannot hold NUL characters or unpaired UTF-16 surrogates."""
+    stack: list[object] = [payload]
+    while stack:  # iterative: payloads may be nested as deep as the JSON parser allows
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            if "\x00" in node:
+                return "event contains NUL characters, which PostgreSQL cannot store"
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return "event contains unpaired UTF-16 surrogates"
+    return None

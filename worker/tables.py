@@ -1,0 +1,61 @@
+"""Database tables as SQLAlchemy Core objects, used by the store, the relay and the reports.
+
+The schema itself is owned by the Alembic migrations in `migrations/`; these definitions
+mirror it for building statements, and a test checks that both agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+feedback_results = Table(
+    "feedback_results",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("label", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("negative_prob", Float, nullable=False),
+    Column("escalated", Boolean, nullable=False),
+    Column("escalation_reason", Text),
+    Column("model", Text, nullable=False),
+    Column("source", Text),
+    Column("product", Text),
+    Column("customer_id", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("event_time", DateTime(timezone=True)),  # generated: coalesce(created_at, processed_at)
+    Column("kafka_topic", Text, nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("kafka_timestamp", DateTime(timezone=True)),
+    Column("inference_ms", Float),
+    Column("batch_size", Integer),
+    Column("text", Text),
+    Column("metadata", JSONB),
+)
+
+escalation_outbox = Table(
+    "escalation_outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+)
