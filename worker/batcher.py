@@ -7,6 +7,7 @@ first record in it waits for company, which bounds latency under light load.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -33,7 +34,7 @@ class MicroBatcher:
         """How long the pending batch may still wait; 0 when it is due."""
         if self._first_at is None:
             return 0
-        return max(int((self._first_at + self.max_wait_s - self.clock()) * 1000), 0)
+        return max(math.ceil((self._first_at + self.max_wait_s - self.clock()) * 1000), 0)
 
     def ready(self) -> bool:
         return bool(self.pending) and (self.room() == 0 or self.time_left_ms() == 0)

@@ -46,15 +46,15 @@ class Decoder:
         text = payload.get("text")
         if isinstance(text, str) and len(text) > self.max_text_chars:
             return reject("text_too_long", f"text has {len(text)} characters, limit {self.max_text_chars}")
+        problem = _unstorable(payload)
+        if problem:
+            return reject("invalid_text", problem)
         try:
             event = FeedbackEvent.model_validate(payload)
         except ValidationError as exc:
             return reject("invalid_event", _summarise(exc))
         if not event.text.strip():
             return reject("empty_text", "text is blank")
-        problem = _unstorable(payload)
-        if problem:
-            return reject("invalid_text", problem)
         return FeedbackItem(
             record=record,
             event_id=event.event_id or f"{record.topic}:{record.partition}:{record.offset}",

@@ -1,0 +1,121 @@
+"""The classifier on tiny real checkpoints, loaded by path through `from_pretrained`."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from worker.classifier import ClassificationFailure, ModelLoadError, SentimentClassifier
+from worker.records import Prediction
+
+TEXTS = [
+    "the product is great and i love it",
+    "awful experience",
+    "it is okay, nothing special, works fine i guess " * 30,  # far beyond the 64-token limit
+    "checkout was quick",
+    "terrible service, the app crashes all the time",
+]
+
+
+@pytest.fixture(params=["pos_neg", "label_n"])
+def checkpoint(request: pytest.FixtureRequest, checkpoint_pos_neg: Path, checkpoint_label_n: Path) -> Path:
+    return checkpoint_pos_neg if request.param == "pos_neg" else checkpoint_label_n
+
+
+def test_loads_both_label_conventions(checkpoint: Path) -> None:
+    classifier = SentimentClassifier(str(checkpoint), device="cpu")
+    assert sorted(classifier.labels.values()) == ["negative", "positive"]
+    assert classifier.max_length == 64
+    assert classifier.describe()["dtype"] == "float32"
+    predictions = classifier.predict(TEXTS)
+    assert len(predictions) == len(TEXTS)
+    for p in predictions:
+        assert isinstance(p, Prediction)
+        assert p.label in ("positive", "negative") and 0.5 <= p.score <= 1.0
+        assert p.negative_prob == pytest.approx(p.score if p.label == "negative" else 1 - p.score, abs=1e-6)
+
+
+def test_batched_results_match_one_by_one_in_the_callers_order(checkpoint_pos_neg: Path) -> None:
+    batched = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", max_batch_size=2, max_batch_tokens=128)
+    together = batched.predict(TEXTS)
+    assert batched.last_stats is not None and batched.last_stats.forward_passes >= 3
+    alone = [batched.predict([t])[0] for t in TEXTS]
+    for a, b in zip(together, alone):
+        assert isinstance(a, Prediction) and isinstance(b, Prediction)
+        assert a.label == b.label and a.score == pytest.approx(b.score, abs=1e-5)
+
+
+def test_both_conventions_give_the_same_answers_for_the_same_weights(
+    checkpoint_pos_neg: Path, checkpoint_label_n: Path
+) -> None:
+    a = SentimentClassifier(str(checkpoint_pos_neg), device="cpu").predict(TEXTS)
+    b = SentimentClassifier(str(checkpoint_label_n), device="cpu").predict(TEXTS)
+    assert [(p.label, round(p.score, 5)) for p in a] == [(p.label, round(p.score, 5)) for p in b]  # type: ignore[union-attr]
+
+
+def test_label_map_override_swaps_labels(checkpoint_label_n: Path) -> None:
+    normal = SentimentClassifier(str(checkpoint_label_n), device="cpu").predict(TEXTS[:2])
+    swapped = SentimentClassifier(
+        str(checkpoint_label_n), device="cpu", label_map={"LABEL_0": "positive", "LABEL_1": "negative"}
+    ).predict(TEXTS[:2])
+    for n, s in zip(normal, swapped):
+        assert isinstance(n, Prediction) and isinstance(s, Prediction)
+        assert n.label != s.label and n.score == pytest.approx(s.score)
+
+
+def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
+    checkpoint_pos_neg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classifier = SentimentClassifier(str(checkpoint_pos_neg), device="cpu")
+    expected = classifier.predict(TEXTS)
+    real_forward = classifier._forward
+    poison_length = 64  # only the over-long text reaches the model limit
+
+    def forward(features):  # type: ignore[no-untyped-def]
+        if any(len(f["input_ids"]) == poison_length for f in features):
+            raise torch.OutOfMemoryError("simulated")
+        return real_forward(features)
+
+    monkeypatch.setattr(classifier, "_forward", forward)
+    results = classifier.predict(TEXTS)
+    assert isinstance(results[2], ClassificationFailure) and "out of memory" in results[2].message
+    for i in (0, 1, 3, 4):
+        got, want = results[i], expected[i]
+        assert isinstance(got, Prediction) and isinstance(want, Prediction)
+        assert got.label == want.label and got.score == pytest.approx(want.score, abs=1e-5)
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        SentimentClassifier(str(tmp_path / "nope"), device="cpu")
+
+
+def test_cuda_requested_without_a_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelLoadError, match="no CUDA device"):
+        SentimentClassifier("unused", device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_half_precision_matches_cpu(checkpoint_pos_neg: Path) -> None:
+    cpu = SentimentClassifier(str(checkpoint_pos_neg), device="cpu").predict(TEXTS)
+    gpu_classifier = SentimentClassifier(str(checkpoint_pos_neg), device="cuda")
+    assert gpu_classifier.dtype in (torch.bfloat16, torch.float16)
+    gpu = gpu_classifier.predict(TEXTS)
+    for c, g in zip(cpu, gpu):
+        assert isinstance(c, Prediction) and isinstance(g, Prediction)
+        assert g.score == pytest.approx(c.score, abs=0.02)
+
+
+@pytest.mark.shared
+def test_real_model_labels_obvious_texts(real_model: Path) -> None:
+    classifier = SentimentClassifier(str(real_model), device="cpu")
+    texts = [
+        "This movie was wonderful, the acting was superb and I loved every minute of it.",
+        "A brilliant, moving film. Highly recommended.",
+        "Terrible film. Boring, badly acted and far too long. A complete waste of time.",
+        "The worst movie I have ever seen, awful script and dreadful acting.",
+    ]
+    labels = [p.label for p in classifier.predict(texts)]  # type: ignore[union-attr]
+    assert labels == ["positive", "positive", "negative", "negative"]

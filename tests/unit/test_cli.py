@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.cli import main
+
+
+def test_classify_prints_one_json_line_per_text(
+    checkpoint_label_n: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["classify", "--model", str(checkpoint_label_n), "great product", "awful service"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        [answer] = json.loads(line)
+        assert answer["label"] in ("POSITIVE", "NEGATIVE") and 0.5 <= answer["score"] <= 1
+
+
+def test_invalid_setting_exits_2_with_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRIAGE_MAX_BATCH_SIZE", "-3")
+    assert main(["classify", "x"]) == 2
+    assert "TRIAGE_MAX_BATCH_SIZE" in capsys.readouterr().err
+
+
+def test_unloadable_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--model", str(tmp_path / "missing"), "x"]) == 2
+    assert "cannot load model" in capsys.readouterr().err
+
+
+def test_unmappable_labels_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.checkpoints import build_checkpoint
+
+    path = build_checkpoint(tmp_path / "odd", {0: "bad", 1: "good"})
+    assert main(["classify", "--model", str(path), "x"]) == 2
+    assert "TRIAGE_LABEL_MAP" in capsys.readouterr().err
+
+
+def test_schemas_verb_writes_files(tmp_path: Path) -> None:
+    assert main(["schemas", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dead-letter.v1.json", "escalation-event.v1.json", "feedback-event.v1.json"]

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from worker.decode import Decoder
+from worker.records import FeedbackItem, RawRecord, Rejection
+
+
+def record(value: bytes | None, offset: int = 7) -> RawRecord:
+    return RawRecord(topic="feedback.events", partition=2, offset=offset, key=b"k", value=value)
+
+
+decoder = Decoder(max_text_chars=100, max_value_bytes=10_000)
+
+
+def test_valid_event_with_every_field() -> None:
+    payload = {
+        "event_id": "e-1", "text": "Great app", "source": "survey", "product": "mobile",
+        "customer_id": "c-9", "created_at": "2026-11-20T10:00:00+01:00", "metadata": {"a": [1, 2]},
+        "unknown_field": "ignored",
+    }
+    item = decoder.decode(record(json.dumps(payload).encode()))
+    assert isinstance(item, FeedbackItem)
+    assert (item.event_id, item.text, item.source, item.product, item.customer_id) == (
+        "e-1", "Great app", "survey", "mobile", "c-9")
+    assert item.created_at is not None and item.created_at.utcoffset() is not None
+    assert item.created_at.isoformat() == "2026-11-20T10:00:00+01:00"
+    assert item.metadata == {"a": [1, 2]}
+
+
+def test_missing_event_id_uses_topic_partition_offset() -> None:
+    item = decoder.decode(record(b'{"text": "hello"}', offset=42))
+    assert isinstance(item, FeedbackItem)
+    assert item.event_id == "feedback.events:2:42"
+
+
+@pytest.mark.parametrize(
+    ("value", "error_class"),
+    [
+        (None, "missing_value"),
+        (b"\xff\xfe not utf8", "invalid_utf8"),
+        (b"not json", "invalid_json"),
+        (b"", "invalid_json"),
+        (b'{"text": "unterminated', "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (b"null", "not_an_object"),
+        (b"{}", "invalid_event"),
+        (b'{"text": 5}', "invalid_event"),
+        (b'{"text": null}', "invalid_event"),
+        (b'{"text": ["a"]}', "invalid_event"),
+        (b'{"text": ""}', "invalid_event"),
+        (b'{"text": "   \\n\\t "}', "empty_text"),
+        (b'{"text": "ok", "event_id": 12}', "invalid_event"),
+        (b'{"text": "ok", "event_id": ""}', "invalid_event"),
+        (b'{"text": "ok", "created_at": "yesterday"}', "invalid_event"),
+        (b'{"text": "ok", "created_at": "2026-11-20T10:00:00"}', "invalid_event"),  # no offset: not RFC 3339
+        (b'{"text": "ok", "metadata": [1]}', "invalid_event"),
+        (b'{"text": "ok", "product": {"a": 1}}', "invalid_event"),
+        (b'{"text": "nul \\u0000 inside"}', "invalid_text"),
+        (b'{"text": "ok", "metadata": {"k": "\\u0000"}}', "invalid_text"),
+        (b'{"text": "lone \\ud800 surrogate"}', "invalid_text"),
+        ('{"text": "%s"}' % ("x" * 101), "text_too_long"),
+        (b"[" * 100_000 + b"]" * 100_000, "value_too_large"),
+    ],
+)
+def test_rejections_name_the_reason(value: bytes | str | None, error_class: str) -> None:
+    raw = value.encode() if isinstance(value, str) else value
+    result = decoder.decode(record(raw))
+    assert isinstance(result, Rejection), result
+    assert result.error_class == error_class
+    assert result.message
+    assert result.record.value == raw  # the original bytes travel unchanged
+
+
+def test_deeply_nested_json_is_rejected_not_raised() -> None:
+    deep = Decoder(max_text_chars=100, max_value_bytes=10_000_000)
+    result = deep.decode(record(b'{"text": "x", "metadata": ' + b'{"a": ' * 200_000 + b"1" + b"}" * 200_001))
+    assert isinstance(result, Rejection)
+    assert result.error_class == "invalid_json"
+
+
+def test_literal_backslash_u0000_text_is_fine() -> None:
+    item = decoder.decode(record(json.dumps({"text": "the escape \\u0000 as text"}).encode()))
+    assert isinstance(item, FeedbackItem)
+
+
+def test_rejection_messages_never_echo_the_text() -> None:
+    secret = "my card number is 4111"
+    result = decoder.decode(record(json.dumps({"text": secret, "created_at": secret}).encode()))
+    assert isinstance(result, Rejection)
+    assert "4111" not in result.message

@@ -1,0 +1,72 @@
+import pytest
+
+from worker.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("TRIAGE_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_follow_the_issue_and_the_model_cards() -> None:
+    s = load_settings()
+    assert (s.input_topic, s.escalation_topic, s.dead_letter_topic) == (
+        "feedback.events", "feedback.escalations", "feedback.deadletter")
+    assert s.model == "sm3455/bert-mlm-ft"
+    assert s.low_confidence_threshold == 0.60
+    assert s.device == "auto" and s.store_text is True and s.log_text is False
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".env").write_text("TRIAGE_MAX_BATCH_SIZE=7\nTRIAGE_GROUP_ID=from-dotenv\n")
+    monkeypatch.setenv("TRIAGE_GROUP_ID", "from-env")
+    monkeypatch.setenv("TRIAGE_LABEL_MAP", "bad=negative, good=Positive")
+    s = load_settings()
+    assert s.max_batch_size == 7 and s.group_id == "from-env"
+    assert s.label_map == {"bad": "negative", "good": "positive"}
+
+
+def test_label_map_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIAGE_LABEL_MAP", '{"LABEL_0": "negative", "LABEL_1": "positive"}')
+    assert load_settings().label_map == {"LABEL_0": "negative", "LABEL_1": "positive"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("TRIAGE_LOW_CONFIDENCE_THRESHOLD", "1.5", "TRIAGE_LOW_CONFIDENCE_THRESHOLD"),
+        ("TRIAGE_DEVICE", "tpu", "TRIAGE_DEVICE"),
+        ("TRIAGE_MAX_BATCH_SIZE", "0", "TRIAGE_MAX_BATCH_SIZE"),
+        ("TRIAGE_MAX_WAIT_MS", "soon", "TRIAGE_MAX_WAIT_MS"),
+        ("TRIAGE_LABEL_MAP", "LABEL_0=angry", "TRIAGE_LABEL_MAP"),
+        ("TRIAGE_DATABASE_URL", "mysql://x", "TRIAGE_DATABASE_URL"),
+        ("TRIAGE_ESCALATION_TOPIC", "feedback.events", "must be different"),
+        ("TRIAGE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "SASL"),
+        ("TRIAGE_STORE_TEXT", "maybe", "TRIAGE_STORE_TEXT"),
+    ],
+)
+def test_invalid_values_fail_with_the_variable_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings()
+
+
+def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", "postgresql://app:hunter2@db/app")
+    monkeypatch.setenv("TRIAGE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TRIAGE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("TRIAGE_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("TRIAGE_KAFKA_SASL_PASSWORD", "s3cret-pw")
+    s = load_settings()
+    for shown in (repr(s), str(s), str(s.safe_dump())):
+        assert "hunter2" not in shown and "s3cret-pw" not in shown
+    assert s.sqlalchemy_url() == "postgresql+psycopg2://app:hunter2@db/app"
+    common = s.kafka_common()
+    assert common["sasl_plain_password"] == "s3cret-pw" and common["security_protocol"] == "SASL_SSL"
