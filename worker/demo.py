@@ -10,33 +10,17 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import create_engine, text
 
 from worker import migrate
 from worker.app import build_worker
-from worker.local_services import LocalBroker, LocalPostgres
+from worker.local_services import LocalBroker, LocalPostgres, read_topic
 from worker.publish import publish_lines
 from worker.settings import Settings
 
 
 def sample_lines() -> list[bytes]:
     return (resources.files("worker") / "sample_feedback.jsonl").read_bytes().splitlines()
-
-
-def read_topic(bootstrap: str, topic: str) -> list:  # type: ignore[type-arg]
-    """Every record on a single-partition topic, from the beginning, without a consumer group."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
-    records = []
-    while consumer.position(tp) < end:
-        for batch in consumer.poll(timeout_ms=1000).values():
-            records.extend(batch)
-    consumer.close()
-    return records
 
 
 def print_table(title: str, rows: list[dict[str, object]]) -> None:

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 
@@ -34,6 +35,35 @@ def wait_for_port(host: str, port: int, timeout_s: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s") from None
             time.sleep(0.05)
+
+
+def read_topic(bootstrap_servers: str, topic: str, quiet_s: float = 1.0, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+    """Every record on every partition of `topic`, from the beginning, without a consumer group.
+
+    Reads until no record arrives for `quiet_s`. (It does not stop at `end_offsets`: Tansu 0.6
+    answers ListOffsets(latest) with the last batch's base offset + 1, not the high watermark.)
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.1)
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord] = []
+        last_arrival = time.monotonic()
+        while time.monotonic() - last_arrival < quiet_s:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} kept growing for {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+                last_arrival = time.monotonic()
+        return records
+    finally:
+        consumer.close()
 
 
 class LocalBroker:
