@@ -48,8 +48,13 @@ def build_checkpoint(path: Path, id2label: dict[int, str], *, max_positions: int
     (path / "vocab.txt").write_text("\n".join(vocabulary()) + "\n", encoding="utf-8")
     wordpiece = BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=True)
     tokenizer = BertTokenizerFast(
-        tokenizer_object=wordpiece._tokenizer, model_max_length=max_positions,
-        unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+        tokenizer_object=wordpiece._tokenizer,
+        model_max_length=max_positions,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
     )
     tokenizer.save_pretrained(path)
     config = BertConfig(

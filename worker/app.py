@@ -85,8 +85,12 @@ class Worker:
     # --- the loop ----------------------------------------------------------------------------
     def run(self, until: Callable[[Totals], bool] | None = None) -> Totals:
         """Consume until a stop signal (or `until(totals)` is true), then drain and leave the group."""
-        log.info("worker_started", **self.classifier.describe(), topic=self.settings.input_topic,
-                 group_id=self.settings.group_id)
+        log.info(
+            "worker_started",
+            **self.classifier.describe(),
+            topic=self.settings.input_topic,
+            group_id=self.settings.group_id,
+        )
         try:
             while not self._stopping and not (until and until(self.totals)):
                 wait_ms = self.batcher.time_left_ms() if self.batcher.pending else IDLE_POLL_MS
@@ -119,7 +123,7 @@ class Worker:
         predictions = self.classifier.predict([item.text for item in items])
         stats = self.classifier.last_stats
         inference_ms = stats.inference_ms if stats else 0.0
-        for item, prediction in zip(items, predictions):
+        for item, prediction in zip(items, predictions, strict=True):
             if isinstance(prediction, ClassificationFailure):
                 rejections.append(Rejection(item.record, "classification_failed", prediction.message))
                 continue
@@ -140,9 +144,14 @@ class Worker:
         committed = self.source.commit(records)
 
         for rejection in rejections:
-            log.warning("event_dead_lettered", error_class=rejection.error_class, reason=rejection.message,
-                        topic=rejection.record.topic, partition=rejection.record.partition,
-                        offset=rejection.record.offset)
+            log.warning(
+                "event_dead_lettered",
+                error_class=rejection.error_class,
+                reason=rejection.message,
+                topic=rejection.record.topic,
+                partition=rejection.record.partition,
+                offset=rejection.record.offset,
+            )
         if outcome.duplicates:
             log.warning("duplicate_events_skipped", event_ids=outcome.duplicates[:50], count=len(outcome.duplicates))
         self.totals.consumed += len(records)

@@ -136,9 +136,7 @@ class SentimentClassifier:
             return []
         started = time.perf_counter()
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
-        features = [
-            {name: encoded[name][i] for name in encoded.keys()} for i in range(len(texts))
-        ]
+        features = [{name: encoded[name][i] for name in encoded.keys()} for i in range(len(texts))]
         lengths = [len(f["input_ids"]) for f in features]
         tokenized = time.perf_counter()
         results: list[Prediction | ClassificationFailure | None] = [None] * len(texts)
@@ -147,7 +145,7 @@ class SentimentClassifier:
             for indexes, outcome in self._run_splitting_on_oom(batch, features):
                 passes += 1
                 padded += len(indexes) * max(lengths[i] for i in indexes)
-                for index, answer in zip(indexes, outcome):
+                for index, answer in zip(indexes, outcome, strict=True):
                     results[index] = answer
         finished = time.perf_counter()
         self.last_stats = BatchStats(
@@ -192,5 +190,5 @@ class SentimentClassifier:
                 negative_prob=float(n),
                 raw_label=self.raw_labels[int(b)],
             )
-            for s, b, n in zip(scores, best, negative)
+            for s, b, n in zip(scores, best, negative, strict=True)
         ]

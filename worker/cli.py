@@ -101,8 +101,11 @@ def _classify(settings: Settings, args: argparse.Namespace) -> int:
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     classifier = SentimentClassifier(
-        settings.model, device=settings.device, label_map=settings.label_map,
-        max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
+        settings.model,
+        device=settings.device,
+        label_map=settings.label_map,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
     )
     for prediction in classifier.predict(texts):
         if isinstance(prediction, ClassificationFailure):

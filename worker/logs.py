@@ -1,7 +1,7 @@
 """Structured logging: structlog configured once to write one JSON object per line to stderr.
 
 Event names are stable (`batch_stored`, `event_dead_lettered`, ...) so they can be alerted on.
-Raw feedback text is never passed to a logger unless `TRIAGE_LOG_TEXT=true`.
+Raw feedback text is never passed to a logger: logs carry event ids, offsets and reasons only.
 """
 
 from __future__ import annotations

@@ -25,7 +25,11 @@ def event_key(line: bytes) -> bytes | None:
 
 
 def publish_lines(
-    settings: Settings, lines: Iterable[bytes], topic: str | None = None, *, total: int | None = None,
+    settings: Settings,
+    lines: Iterable[bytes],
+    topic: str | None = None,
+    *,
+    total: int | None = None,
     progress: bool = True,
 ) -> int:
     """Send every non-empty line; waits for all acknowledgements. Returns the number sent."""

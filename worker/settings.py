@@ -70,10 +70,10 @@ class Settings(BaseSettings):
     store_retry_attempts: int = Field(5, ge=1)
     shutdown_grace_s: float = Field(30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_text: bool = False
 
-    @field_validator("kafka_bootstrap_servers", "input_topic", "escalation_topic",
-                     "dead_letter_topic", "group_id", "model")
+    @field_validator(
+        "kafka_bootstrap_servers", "input_topic", "escalation_topic", "dead_letter_topic", "group_id", "model"
+    )
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         url = self.database_url.get_secret_value()
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg2://" + url[len(prefix):]
+                return "postgresql+psycopg2://" + url[len(prefix) :]
         return url
 
     def kafka_common(self) -> dict[str, Any]:

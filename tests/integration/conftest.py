@@ -86,8 +86,11 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=env, cwd=log_path.parent,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "worker", "run"],
+            env=env,
+            cwd=log_path.parent,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self) -> None:

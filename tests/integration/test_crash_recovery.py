@@ -25,16 +25,14 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
             payload["event_id"] = f"crash-{i}"
         events.append((payload.get("event_id", "").encode() or None, json.dumps(payload).encode()))
     placed = produce(broker.bootstrap_servers, events)
-    expected = {
-        key.decode() if key else f"{INPUT}:{p}:{o}" for (key, _), (p, o) in zip(events, placed)
-    }
+    expected = {key.decode() if key else f"{INPUT}:{p}:{o}" for (key, _), (p, o) in zip(events, placed, strict=True)}
     count = lambda: scalar(database_url, "select count(*) from feedback_results")  # noqa: E731
     small_batches = {"TRIAGE_MAX_BATCH_SIZE": "8", "TRIAGE_MAX_WAIT_MS": "5"}
 
     kills = []
     for threshold in (300, 1200):  # two SIGKILLs at different points of the stream
         worker = start_worker(**small_batches)
-        wait_until(lambda: count() >= threshold, 120, f"{threshold} rows before the kill")
+        wait_until(lambda t=threshold: count() >= t, 120, f"{threshold} rows before the kill")
         worker.kill()
         kills.append(count())
     assert all(k < n for k in kills), f"the stream finished before a kill: {kills}"
@@ -43,7 +41,8 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     wait_until(lambda: count() >= n, 180, "all rows after restart")
     wait_until(
         lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        30, "outbox relayed",
+        30,
+        "outbox relayed",
     )
     assert worker.stop() == 0
 
@@ -52,8 +51,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     engine = create_engine(database_url)
     with engine.connect() as connection:
         ids = connection.execute(text("select event_id from feedback_results")).scalars().all()
-        escalated = set(connection.execute(text(
-            "select event_id from feedback_results where escalated")).scalars())
+        escalated = set(connection.execute(text("select event_id from feedback_results where escalated")).scalars())
         outbox = connection.execute(text("select count(*) from escalation_outbox")).scalar_one()
     engine.dispose()
     assert len(ids) == n and set(ids) == expected  # nothing lost, no duplicates

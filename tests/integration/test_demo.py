@@ -15,6 +15,11 @@ def test_demo_runs_and_prints_every_section(
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--model", str(checkpoint_label_n)]) == 0
     out = capsys.readouterr().out
-    for section in ("== feedback_results (24)", "== escalations on feedback.escalations",
-                    "== dead letters on feedback.deadletter (4)", "== sentiment_daily", "demo OK"):
+    for section in (
+        "== feedback_results (24)",
+        "== escalations on feedback.escalations",
+        "== dead letters on feedback.deadletter (4)",
+        "== sentiment_daily",
+        "demo OK",
+    ):
         assert section in out

@@ -65,7 +65,7 @@ def test_valid_and_malformed_events_end_where_they_belong(
     records = valid[:70] + [(b"bad-key", value) for value, _ in MALFORMED] + valid[70:]
     placed = produce(broker.bootstrap_servers, records)
     expected_ids = set()
-    for (key, _), (partition, offset) in zip(records, placed):
+    for (key, _), (partition, offset) in zip(records, placed, strict=True):
         if key != b"bad-key":
             expected_ids.add(key.decode() if key else f"{INPUT}:{partition}:{offset}")
     assert len(expected_ids) == n
@@ -75,16 +75,24 @@ def test_valid_and_malformed_events_end_where_they_belong(
     wait_until(lambda: len(read_topic(broker.bootstrap_servers, DEAD_LETTERS)) >= m, 30, "dead letters")
     wait_until(
         lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        30, "outbox relayed",
+        30,
+        "outbox relayed",
     )
     assert worker.stop() == 0, worker.logs()[-3000:]
 
     # Exactly N rows, the right ids, no duplicates.
     engine = create_engine(database_url)
     with engine.connect() as connection:
-        rows = connection.execute(text(
-            "select event_id, label, score, escalated, escalation_reason, kafka_partition, kafka_offset, text "
-            "from feedback_results")).mappings().all()
+        rows = (
+            connection.execute(
+                text(
+                    "select event_id, label, score, escalated, escalation_reason, kafka_partition, kafka_offset, text "
+                    "from feedback_results"
+                )
+            )
+            .mappings()
+            .all()
+        )
     engine.dispose()
     assert len(rows) == n
     assert {r["event_id"] for r in rows} == expected_ids
@@ -92,7 +100,8 @@ def test_valid_and_malformed_events_end_where_they_belong(
     for r in rows:
         assert r["escalated"] == (r["label"] == "negative" or r["score"] < 0.60)
         assert r["escalation_reason"] == (
-            "negative" if r["label"] == "negative" else "low_confidence" if r["escalated"] else None)
+            "negative" if r["label"] == "negative" else "low_confidence" if r["escalated"] else None
+        )
         assert SECRET in r["text"]
     escalated = {r["event_id"] for r in rows if r["escalated"]}
     assert 0 < len(escalated) < n
@@ -125,8 +134,9 @@ def test_valid_and_malformed_events_end_where_they_belong(
     logs = worker.logs()
     assert SECRET not in logs
     events = [json.loads(line)["event"] for line in logs.splitlines() if line.startswith("{")]
-    assert {"worker_started", "batch_stored", "event_dead_lettered", "escalations_published",
-            "worker_stopped"} <= set(events)
+    assert {"worker_started", "batch_stored", "event_dead_lettered", "escalations_published", "worker_stopped"} <= set(
+        events
+    )
 
 
 def test_replaying_the_same_events_adds_nothing(
@@ -137,8 +147,7 @@ def test_replaying_the_same_events_adds_nothing(
     placed = produce(broker.bootstrap_servers, with_ids)
     placed += produce(broker.bootstrap_servers, with_ids)  # the same 20 event ids again, at new offsets
     worker = start_worker()
-    wait_until(lambda: committed_offsets(broker.bootstrap_servers) == next_offsets(placed),
-               90, "all offsets committed")
+    wait_until(lambda: committed_offsets(broker.bootstrap_servers) == next_offsets(placed), 90, "all offsets committed")
     assert worker.stop() == 0
     assert scalar(database_url, "select count(*) from feedback_results") == len(with_ids)
     escalated = scalar(database_url, "select count(*) from feedback_results where escalated")

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from worker import migrate
-from worker.records import ClassifiedItem, FeedbackItem, Prediction, RawRecord, TriageDecision
+from worker.records import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.store import ResultStore
 from worker.tables import metadata
 from worker.triage import TriagePolicy
@@ -18,13 +18,26 @@ pytestmark = pytest.mark.integration
 policy = TriagePolicy(0.60)
 
 
-def result(event_id: str, label: str, score: float, *, product: str = "web", source: str = "survey",
-           day: int = 20, text_: str = "some text", offset: int = 0) -> ClassifiedItem:
+def result(
+    event_id: str,
+    label: str,
+    score: float,
+    *,
+    product: str = "web",
+    source: str = "survey",
+    day: int = 20,
+    text_: str = "some text",
+    offset: int = 0,
+) -> ClassifiedItem:
     prediction = Prediction(label, score, score if label == "negative" else 1 - score, label.upper())  # type: ignore[arg-type]
     item = FeedbackItem(
         record=RawRecord("feedback.events", 0, offset, None, b"{}", timestamp_ms=1_763_000_000_000),
-        event_id=event_id, text=text_, product=product, source=source,
-        created_at=datetime(2026, 11, day, 12, tzinfo=timezone.utc), metadata={"k": "v"},
+        event_id=event_id,
+        text=text_,
+        product=product,
+        source=source,
+        created_at=datetime(2026, 11, day, 12, tzinfo=timezone.utc),
+        metadata={"k": "v"},
     )
     return ClassifiedItem(item, prediction, policy.decide(prediction), "tiny-model", 3.5, 1)
 
@@ -65,10 +78,12 @@ def test_writes_are_idempotent_and_outbox_follows_new_escalations_only(database_
 
 def test_first_event_with_an_id_wins_within_a_batch(database_url: str) -> None:
     engine = create_engine(database_url)
-    outcome = ResultStore(engine).write([
-        result("dup", "positive", 0.99, text_="first", offset=1),
-        result("dup", "negative", 0.99, text_="second", offset=2),
-    ])
+    outcome = ResultStore(engine).write(
+        [
+            result("dup", "positive", 0.99, text_="first", offset=1),
+            result("dup", "negative", 0.99, text_="second", offset=2),
+        ]
+    )
     assert (outcome.inserted, outcome.escalations, outcome.duplicates) == (1, 0, ["dup"])
     with engine.connect() as connection:
         row = connection.execute(text("select text, kafka_offset from feedback_results")).one()
@@ -79,18 +94,23 @@ def test_first_event_with_an_id_wins_within_a_batch(database_url: str) -> None:
 
 def test_sentiment_daily_view(database_url: str) -> None:
     engine = create_engine(database_url)
-    ResultStore(engine).write([
-        result("1", "negative", 0.9, product="web", day=20),
-        result("2", "positive", 0.9, product="web", day=20),
-        result("3", "positive", 0.55, product="web", day=20),
-        result("4", "positive", 0.9, product="web", day=20),
-        result("5", "negative", 0.8, product="app", day=21),
-        result("6", "negative", 0.8, product="app", day=21, source="zendesk"),
-    ])
+    ResultStore(engine).write(
+        [
+            result("1", "negative", 0.9, product="web", day=20),
+            result("2", "positive", 0.9, product="web", day=20),
+            result("3", "positive", 0.55, product="web", day=20),
+            result("4", "positive", 0.9, product="web", day=20),
+            result("5", "negative", 0.8, product="app", day=21),
+            result("6", "negative", 0.8, product="app", day=21, source="zendesk"),
+        ]
+    )
     with engine.connect() as connection:
-        rows = connection.execute(text(
-            "select day::text, source, product, total, negatives, share_negative::float, escalations "
-            "from sentiment_daily order by day, product, source")).all()
+        rows = connection.execute(
+            text(
+                "select day::text, source, product, total, negatives, share_negative::float, escalations "
+                "from sentiment_daily order by day, product, source"
+            )
+        ).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [
         ("2026-11-20", "survey", "web", 4, 1, 0.25, 2),

@@ -40,7 +40,7 @@ def test_batched_results_match_one_by_one_in_the_callers_order(checkpoint_pos_ne
     together = batched.predict(TEXTS)
     assert batched.last_stats is not None and batched.last_stats.forward_passes >= 3
     alone = [batched.predict([t])[0] for t in TEXTS]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert isinstance(a, Prediction) and isinstance(b, Prediction)
         assert a.label == b.label and a.score == pytest.approx(b.score, abs=1e-5)
 
@@ -58,7 +58,7 @@ def test_label_map_override_swaps_labels(checkpoint_label_n: Path) -> None:
     swapped = SentimentClassifier(
         str(checkpoint_label_n), device="cpu", label_map={"LABEL_0": "positive", "LABEL_1": "negative"}
     ).predict(TEXTS[:2])
-    for n, s in zip(normal, swapped):
+    for n, s in zip(normal, swapped, strict=True):
         assert isinstance(n, Prediction) and isinstance(s, Prediction)
         assert n.label != s.label and n.score == pytest.approx(s.score)
 
@@ -103,7 +103,7 @@ def test_cuda_half_precision_matches_cpu(checkpoint_pos_neg: Path) -> None:
     gpu_classifier = SentimentClassifier(str(checkpoint_pos_neg), device="cuda")
     assert gpu_classifier.dtype in (torch.bfloat16, torch.float16)
     gpu = gpu_classifier.predict(TEXTS)
-    for c, g in zip(cpu, gpu):
+    for c, g in zip(cpu, gpu, strict=True):
         assert isinstance(c, Prediction) and isinstance(g, Prediction)
         assert g.score == pytest.approx(c.score, abs=0.02)
 

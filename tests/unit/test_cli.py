@@ -6,9 +6,7 @@ import pytest
 from worker.cli import main
 
 
-def test_classify_prints_one_json_line_per_text(
-    checkpoint_label_n: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_classify_prints_one_json_line_per_text(checkpoint_label_n: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classify", "--model", str(checkpoint_label_n), "great product", "awful service"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
@@ -41,4 +39,7 @@ def test_unmappable_labels_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_schemas_verb_writes_files(tmp_path: Path) -> None:
     assert main(["schemas", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "dead-letter.v1.json", "escalation-event.v1.json", "feedback-event.v1.json"]
+        "dead-letter.v1.json",
+        "escalation-event.v1.json",
+        "feedback-event.v1.json",
+    ]

@@ -15,14 +15,24 @@ decoder = Decoder(max_text_chars=100, max_value_bytes=10_000)
 
 def test_valid_event_with_every_field() -> None:
     payload = {
-        "event_id": "e-1", "text": "Great app", "source": "survey", "product": "mobile",
-        "customer_id": "c-9", "created_at": "2026-11-20T10:00:00+01:00", "metadata": {"a": [1, 2]},
+        "event_id": "e-1",
+        "text": "Great app",
+        "source": "survey",
+        "product": "mobile",
+        "customer_id": "c-9",
+        "created_at": "2026-11-20T10:00:00+01:00",
+        "metadata": {"a": [1, 2]},
         "unknown_field": "ignored",
     }
     item = decoder.decode(record(json.dumps(payload).encode()))
     assert isinstance(item, FeedbackItem)
     assert (item.event_id, item.text, item.source, item.product, item.customer_id) == (
-        "e-1", "Great app", "survey", "mobile", "c-9")
+        "e-1",
+        "Great app",
+        "survey",
+        "mobile",
+        "c-9",
+    )
     assert item.created_at is not None and item.created_at.utcoffset() is not None
     assert item.created_at.isoformat() == "2026-11-20T10:00:00+01:00"
     assert item.metadata == {"a": [1, 2]}

@@ -28,9 +28,13 @@ def test_unknown_labels_fail_without_a_map() -> None:
 
 def test_override_by_name_or_index() -> None:
     assert normalise_labels({0: "bad", 1: "good"}, {"BAD": "negative", "good": "positive"}) == {
-        0: "negative", 1: "positive"}
+        0: "negative",
+        1: "positive",
+    }
     assert normalise_labels({0: "LABEL_0", 1: "LABEL_1"}, {"0": "positive", "1": "negative"}) == {
-        0: "positive", 1: "negative"}
+        0: "positive",
+        1: "negative",
+    }
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,8 @@ def test_escalation_payload_passes_its_schema() -> None:
 
     item = FeedbackItem(RawRecord("t", 0, 1, None, b""), "e-1", "awful", source="survey")
     result = ClassifiedItem(
-        item, Prediction("negative", 0.9, 0.9, "NEGATIVE"), TriageDecision(True, "negative"), "m", 1.0, 1)
+        item, Prediction("negative", 0.9, 0.9, "NEGATIVE"), TriageDecision(True, "negative"), "m", 1.0, 1
+    )
     payload = escalation_event(result, datetime.now(timezone.utc), include_text=False).model_dump(mode="json")
     schema = json.loads((SCHEMAS / "escalation-event.v1.json").read_text())
     jsonschema.validate(payload, schema)

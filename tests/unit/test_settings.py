@@ -16,10 +16,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignor
 def test_defaults_follow_the_issue_and_the_model_cards() -> None:
     s = load_settings()
     assert (s.input_topic, s.escalation_topic, s.dead_letter_topic) == (
-        "feedback.events", "feedback.escalations", "feedback.deadletter")
+        "feedback.events",
+        "feedback.escalations",
+        "feedback.deadletter",
+    )
     assert s.model == "sm3455/bert-mlm-ft"
     assert s.low_confidence_threshold == 0.60
-    assert s.device == "auto" and s.store_text is True and s.log_text is False
+    assert s.device == "auto" and s.store_text is True
 
 
 def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
