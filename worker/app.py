@@ -39,6 +39,7 @@ log = get_logger("worker.app")
 
 IDLE_POLL_MS = 500
 RELAY_INTERVAL_S = 0.25
+INITIAL_BACKOFF_S = 0.5
 
 
 class Abandon(BaseException):
@@ -75,7 +76,8 @@ class Worker:
         self.decoder = Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)
         self.policy = TriagePolicy(settings.low_confidence_threshold)
         self.batcher = MicroBatcher(settings.max_batch_size, settings.max_wait_ms)
-        self.source = source_factory(self._flush_pending)
+        self._in_rebalance = False
+        self.source = source_factory(self._on_revoke)
         self.on_close = on_close
         self.totals = Totals()
         self.abandoned = False
@@ -140,7 +142,7 @@ class Worker:
 
         self.dead_letters.send(rejections)
         outcome = self._store_with_retry(classified)
-        self.dead_letters.flush()
+        self._deliver_dead_letters()
         committed = self.source.commit(records)
 
         for rejection in rejections:
@@ -180,22 +182,57 @@ class Worker:
         if self.batcher.pending:
             self.process(self.batcher.take())
 
-    def _store_with_retry(self, classified: list[ClassifiedItem]) -> StoreOutcome:
-        """Retry the store transaction with exponential backoff; give up (and crash) after N tries.
+    def _on_revoke(self) -> None:
+        """Runs inside the consumer's poll: store and commit what we hold before partitions move."""
+        self._in_rebalance = True
+        try:
+            self._flush_pending()
+        finally:
+            self._in_rebalance = False
 
-        A crash here is safe: nothing of this batch was committed, so it is replayed on restart.
+    def _store_with_retry(self, classified: list[ClassifiedItem]) -> StoreOutcome:
+        """Store the batch, waiting out a database outage with backoff for as long as it lasts.
+
+        Nothing of this batch is committed meanwhile, so a crash or an abandon replays it.
+        Errors that are not about the connection (a bad schema, a constraint) are raised.
         """
-        delay = 0.5
-        for attempt in range(1, self.settings.store_retry_attempts + 1):
+        delay = INITIAL_BACKOFF_S
+        while True:
             try:
                 return self.store.write(classified)
             except DBAPIError as exc:
-                if attempt == self.settings.store_retry_attempts or not _is_transient(exc):
+                if not _is_transient(exc):
                     raise
-                log.warning("store_retry", attempt=attempt, delay_s=delay, error=type(exc.orig).__name__)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+                log.warning("store_retry", delay_s=delay, error=type(exc.orig).__name__)
+            self._wait_out_outage(delay)
+            delay = min(delay * 2, self.settings.retry_max_backoff_s)
+
+    def _deliver_dead_letters(self) -> None:
+        """Wait until every dead letter sent is acknowledged, re-sending what the broker missed."""
+        delay = INITIAL_BACKOFF_S
+        while undelivered := self.dead_letters.flush():
+            log.warning("dead_letter_retry", count=len(undelivered), delay_s=delay)
+            self._wait_out_outage(delay)
+            self.dead_letters.send(undelivered)
+            delay = min(delay * 2, self.settings.retry_max_backoff_s)
+
+    def _wait_out_outage(self, seconds: float) -> None:
+        """Sleep `seconds` without leaving the consumer group: partitions paused, polls kept up.
+
+        A rebalance can still happen in these polls; records of newly assigned partitions join
+        the batcher and are processed after the batch in hand. Inside a rebalance callback the
+        consumer must not be polled, so there it only sleeps.
+        """
+        if self._in_rebalance:
+            time.sleep(seconds)
+            return
+        self.source.pause_all()
+        try:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                self.batcher.add(self.source.poll(int(min(left, 0.5) * 1000) + 1, self.batcher.room()))
+        finally:
+            self.source.resume_all()
 
     def _relay(self, force: bool) -> None:
         now = time.monotonic()
@@ -248,7 +285,7 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
     producer = KafkaProducer(
         acks="all",
         linger_ms=5,
-        retries=5,
+        max_block_ms=5_000,  # a send never stalls the loop for long while the broker is away
         max_request_size=max(settings.kafka_max_message_bytes + 65_536, 1_048_576),
         **settings.kafka_common(),
     )

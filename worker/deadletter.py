@@ -2,7 +2,8 @@
 
 Key and value are the original bytes. Headers (see schemas/dead-letter.v1.json) carry the
 error class, a readable message and the record's source topic, partition and offset.
-`flush()` waits for the broker's acknowledgement; offsets are committed only after it returns.
+`flush()` waits for the broker's acknowledgements and hands back what was not delivered, so the
+caller can send it again; offsets are committed only once every dead letter is acknowledged.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from worker.records import Rejection
-
-
-class DeadLetterError(RuntimeError):
-    """A dead letter could not be delivered; the offsets behind it must not be committed."""
 
 
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
@@ -37,28 +35,32 @@ class DeadLetterSink:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
-        self._in_flight: list[FutureRecordMetadata] = []
+        self._in_flight: list[tuple[Rejection, FutureRecordMetadata | None]] = []
 
     def send(self, rejections: Iterable[Rejection]) -> None:
         for rejection in rejections:
-            self._in_flight.append(
-                self.producer.send(
+            try:
+                future = self.producer.send(
                     self.topic,
                     key=rejection.record.key,
                     value=rejection.record.value,
                     headers=dead_letter_headers(rejection),
                 )
-            )
+            except KafkaError:  # no metadata / buffer full while the broker is away: retried by flush's caller
+                future = None
+            self._in_flight.append((rejection, future))
 
-    def flush(self) -> int:
-        """Wait until every dead letter sent so far is acknowledged; returns how many."""
-        futures, self._in_flight = self._in_flight, []
-        if not futures:
-            return 0
-        self.producer.flush(timeout=self.timeout_s)
-        for future in futures:
-            try:
-                future.get(timeout=0)
-            except Exception as exc:  # noqa: BLE001 - any delivery failure blocks the commit
-                raise DeadLetterError(f"dead letter not delivered to {self.topic}: {exc}") from exc
-        return len(futures)
+    def flush(self) -> list[Rejection]:
+        """Wait for the broker's acknowledgements; returns the rejections that were not delivered."""
+        in_flight, self._in_flight = self._in_flight, []
+        if not in_flight:
+            return []
+        try:
+            self.producer.flush(timeout=self.timeout_s)
+        except KafkaError:
+            pass  # the futures below say which records made it
+        undelivered = []
+        for rejection, future in in_flight:
+            if future is None or not future.is_done or future.failed():
+                undelivered.append(rejection)
+        return undelivered

@@ -41,22 +41,24 @@ class EscalationRelay:
             ).all()
             if not rows:
                 return 0, 0
-            futures = [
-                (
-                    row.id,
-                    self.producer.send(
+            futures = []
+            last_error = None
+            for row in rows:
+                try:
+                    future = self.producer.send(
                         self.topic,
                         key=row.event_id.encode("utf-8"),
                         value=json.dumps(row.payload, ensure_ascii=False).encode("utf-8"),
-                    ),
-                )
-                for row in rows
-            ]
+                    )
+                except KafkaError as exc:  # broker unreachable: stop here, the rest stay pending
+                    last_error = f"{type(exc).__name__}: {exc}"[:1000]
+                    break
+                futures.append((row.id, future))
             try:
                 self.producer.flush(timeout=self.timeout_s)
             except KafkaError:
                 pass  # the futures below say which records made it
-            sent, failed, last_error = [], [], None
+            sent, failed = [], [row.id for row in rows[len(futures) :]]
             for row_id, future in futures:
                 try:
                     future.get(timeout=0)

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
 
     # --- Behaviour ---------------------------------------------------------------------------
     relay_batch_size: int = Field(500, ge=1)
-    store_retry_attempts: int = Field(5, ge=1)
+    retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
     shutdown_grace_s: float = Field(30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -4,7 +4,8 @@ Auto-commit is off. The worker calls `commit(records)` only after those records 
 (or dead-lettered); the committed offset of each partition is the highest processed offset + 1.
 Because every batch holds everything polled before it, the committed prefix is always whole.
 On a rebalance, `on_revoke` runs before partitions are taken away, so the worker can store and
-commit what it holds for them.
+commit what it holds for them. While a dependency is down the worker pauses every partition and
+keeps polling: it stays in the group without fetching more.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from worker.records import RawRecord
 from worker.settings import Settings
 
 log = get_logger("worker.source")
+
+COMMIT_TIMEOUT_MS = 10_000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -85,11 +88,20 @@ class KafkaSource:
         if not next_offsets:
             return {}
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+            self.consumer.commit(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()}, timeout_ms=COMMIT_TIMEOUT_MS
+            )
         except (CommitFailedError, KafkaError) as exc:
             log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
             return {}
         return {f"{tp.topic}:{tp.partition}": o for tp, o in next_offsets.items()}
+
+    def pause_all(self) -> None:
+        """Stop fetching (while a dependency is down) but keep polling, so the group keeps us."""
+        self.consumer.pause(*self.consumer.assignment())
+
+    def resume_all(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
 
     def close(self) -> None:
         """Leave the group at once (no auto-commit: only stored work was committed)."""
