@@ -1,4 +1,4 @@
-"""Fixtures shared by unit and integration tests: tiny checkpoints and the ../shared resources."""
+"""Fixtures shared by every test: tiny checkpoints, ../shared resources, the service fixtures, --long."""
 
 from __future__ import annotations
 
@@ -7,9 +7,24 @@ from pathlib import Path
 import pytest
 
 from tests.checkpoints import BERT_FINETUNED_IMDB, BERT_MLM_FT, build_checkpoint
+from tests.services import broker, database_url, postgres_server_url, start_worker, worker_env  # noqa: F401
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_MODEL = SHARED / "models" / "minilm-imdb-sentiment"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the fault suite at full size (20,000 events, 20 kills, 45 s outages, 10,000 hostile payloads)",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--long"))
 
 
 @pytest.fixture(scope="session")

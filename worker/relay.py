@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import Engine, select, update
 
+from worker.failpoints import failpoint
 from worker.tables import escalation_outbox
 
 
@@ -58,6 +59,7 @@ class EscalationRelay:
                 self.producer.flush(timeout=self.timeout_s)
             except KafkaError:
                 pass  # the futures below say which records made it
+            failpoint("during_relay")
             sent, failed = [], [row.id for row in rows[len(futures) :]]
             for row_id, future in futures:
                 try:

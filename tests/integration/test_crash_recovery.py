@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.checkpoints import CORPUS
-from tests.integration.conftest import ESCALATIONS, INPUT, WorkerProcess, produce, scalar, wait_until
+from tests.services import ESCALATIONS, INPUT, WorkerProcess, produce, scalar, wait_until
 from worker.local_services import LocalBroker, read_topic
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.checkpoints import CORPUS
-from tests.integration.conftest import (
+from tests.services import (
     DEAD_LETTERS,
     ESCALATIONS,
     INPUT,

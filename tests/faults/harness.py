@@ -1,0 +1,185 @@
+"""Fault-suite harness: build a stream, then check every guarantee and report the figures.
+
+`verify()` compares what the system holds after a fault run with what was produced:
+rows expected vs found (missing, unexpected, duplicated), escalations missing or repeated,
+dead letters expected vs found, and committed offsets vs the end of the stream. Each run appends
+one JSON line to $TRIAGE_FAULT_REPORT (when set), which the closing notes' tables are made from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from tests.checkpoints import CORPUS
+from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, committed_offsets, next_offsets
+from worker.decode import Decoder
+from worker.local_services import free_port, read_topic
+from worker.records import FeedbackItem, RawRecord
+
+Record = tuple[bytes | None, bytes]
+
+
+def make_stream(n_valid: int, n_malformed: int, tag: str = "") -> list[Record]:
+    """Valid events (two thirds with an event_id as key, one third without) and malformed ones mixed in."""
+    malformed = [b"not json", b"\xff\xfe", b"[]", b'{"text": 3}', b'{"text": " "}', b'{"no": "text"}']
+    stream: list[Record] = []
+    every = max(n_valid // max(n_malformed, 1), 1)
+    inserted = 0
+    for i in range(n_valid):
+        payload: dict[str, Any] = {"text": f"{CORPUS[i % len(CORPUS)]} #{tag}{i}", "product": f"p{i % 5}"}
+        if i % 3:
+            payload["event_id"] = f"{tag}e{i}"
+        stream.append((payload.get("event_id", "").encode() or None, json.dumps(payload).encode()))
+        if inserted < n_malformed and i % every == every - 1:
+            stream.append((b"bad", malformed[inserted % len(malformed)]))
+            inserted += 1
+    return stream
+
+
+@dataclass
+class Expectation:
+    """What must end up where, derived from the produced records with the worker's own rules."""
+
+    ids: dict[str, bytes] = field(default_factory=dict)  # event_id -> value of the first occurrence
+    dead: Counter[tuple[int, int]] = field(default_factory=Counter)  # (partition, offset) of malformed
+    placed: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, records: list[Record], placed: list[tuple[int, int]], max_text_chars: int = 20_000) -> Expectation:
+        decoder = Decoder(max_text_chars=max_text_chars)
+        expectation = cls(placed=placed)
+        ordered = sorted(zip(placed, records, strict=True))  # offset order within each partition
+        for (partition, offset), (key, value) in ordered:
+            decoded = decoder.decode(RawRecord(INPUT, partition, offset, key, value))
+            if isinstance(decoded, FeedbackItem):
+                expectation.ids.setdefault(decoded.event_id, value)
+            else:
+                expectation.dead[(partition, offset)] += 1
+        return expectation
+
+
+def verify(run: str, bootstrap: str, database_url: str, expected: Expectation, **figures: Any) -> dict[str, Any]:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("select event_id, escalated, text from feedback_results")).all()
+        unpublished = connection.execute(
+            text("select count(*) from escalation_outbox where published_at is null")
+        ).scalar_one()
+    engine.dispose()
+    found = Counter(r.event_id for r in rows)
+    escalated = {r.event_id for r in rows if r.escalated}
+    published = Counter(m.key.decode() for m in read_topic(bootstrap, ESCALATIONS))
+    dead = Counter(
+        (int(h["triage.source.partition"]), int(h["triage.source.offset"]))
+        for h in ({k: v.decode() for k, v in m.headers} for m in read_topic(bootstrap, DEAD_LETTERS))
+    )
+    first_wins = sum(
+        1 for r in rows if r.event_id in expected.ids and json.loads(expected.ids[r.event_id]).get("text") != r.text
+    )
+    report = {
+        "run": run,
+        **figures,
+        "events": len(expected.placed),
+        "rows_expected": len(expected.ids),
+        "rows_found": len(rows),
+        "rows_missing": len(set(expected.ids) - set(found)),
+        "rows_unexpected": len(set(found) - set(expected.ids)),
+        "rows_duplicated": sum(c - 1 for c in found.values()),
+        "first_wins_violations": first_wins,
+        "escalated_rows": len(escalated),
+        "escalations_missing": len(escalated - set(published)),
+        "escalation_repeats": sum(c - 1 for c in published.values()),
+        "outbox_unpublished": unpublished,
+        "dead_letters_expected": sum(expected.dead.values()),
+        "dead_letters_found": len(set(dead) & set(expected.dead)),
+        "dead_letter_repeats": sum(c - 1 for c in dead.values()),
+        "dead_letters_unexpected": len(set(dead) - set(expected.dead)),
+        "offsets_committed_to_end": committed_offsets(bootstrap) == next_offsets(expected.placed),
+    }
+    path = os.environ.get("TRIAGE_FAULT_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(report) + "\n")
+    print("fault-run", json.dumps(report))
+    assert report["rows_missing"] == report["rows_unexpected"] == report["rows_duplicated"] == 0, report
+    assert report["rows_found"] == report["rows_expected"], report
+    assert report["first_wins_violations"] == 0, report
+    assert report["escalations_missing"] == 0 and report["outbox_unpublished"] == 0, report
+    assert report["dead_letters_found"] == report["dead_letters_expected"], report
+    assert report["dead_letters_unexpected"] == 0, report
+    assert report["offsets_committed_to_end"], report
+    return report
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of the broker that a test can cut and restore."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Close the port and every open connection: clients see the broker vanish."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            listener, self._listener = self._listener, None
+        for sock in [s for s in [listener] if s] + sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut while connecting
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
