@@ -14,6 +14,20 @@ from pydantic import ValidationError
 from worker.events import FeedbackEvent
 from worker.records import FeedbackItem, RawRecord, Rejection
 
+ERROR_CLASSES = frozenset(
+    {
+        "missing_value",
+        "value_too_large",
+        "invalid_utf8",
+        "invalid_json",
+        "not_an_object",
+        "invalid_text",
+        "invalid_event",
+        "empty_text",
+        "text_too_long",
+    }
+)
+
 
 class Decoder:
     """Validates records against `feedback-event.v1` and the size limits."""

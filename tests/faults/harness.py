@@ -122,8 +122,8 @@ def verify(run: str, bootstrap: str, database_url: str, expected: Expectation, *
 class TcpProxy:
     """A loopback TCP proxy in front of the broker that a test can cut and restore."""
 
-    def __init__(self, target_port: int) -> None:
-        self.port = free_port()
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.target_port = target_port
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []

@@ -1,0 +1,123 @@
+"""Faults 2 and 3: PostgreSQL and the broker unavailable mid-stream, then back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from tests.faults.conftest import FAST_BATCHES
+from tests.faults.harness import Expectation, TcpProxy, make_stream, verify
+from tests.services import (
+    DEAD_LETTERS,
+    ESCALATIONS,
+    INPUT,
+    WorkerProcess,
+    committed_offsets,
+    produce,
+    scalar,
+    wait_until,
+)
+from worker.local_services import LocalBroker
+
+
+def set_database_reachable(server_url: str, database_url: str, reachable: bool) -> None:
+    """Refuse (or allow again) every connection to the test database and drop the open ones."""
+    name = make_url(database_url).database
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'alter database "{name}" allow_connections {str(reachable).lower()}'))
+        if not reachable:
+            connection.execute(
+                text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :n"), {"n": name}
+            )
+    admin.dispose()
+
+
+def test_postgres_outage_pauses_commits_and_catches_up(
+    broker: LocalBroker,
+    database_url: str,
+    postgres_server_url: str,
+    start_worker: Callable[..., WorkerProcess],
+    long_run: bool,
+) -> None:
+    n, outage_s = (10_000, 45) if long_run else (3_000, 20)
+    stream = make_stream(n, 30)
+    placed = produce(broker.bootstrap_servers, stream)
+    expected = Expectation.of(stream, placed)
+    rows = lambda: scalar(database_url, "select count(*) from feedback_results")  # noqa: E731
+    committed = lambda: sum(v or 0 for v in committed_offsets(broker.bootstrap_servers).values())  # noqa: E731
+
+    worker = start_worker(TRIAGE_RETRY_MAX_BACKOFF_S="2", **FAST_BATCHES)
+    wait_until(lambda: rows() >= 300, 120, "progress before the outage")
+    set_database_reachable(postgres_server_url, database_url, False)
+    try:
+        time.sleep(3)  # a commit already under way may still land
+        committed_early = committed()
+        time.sleep(outage_s - 3)
+        assert worker.process.poll() is None, "the worker died during the outage"
+        assert committed() == committed_early, "offsets moved while nothing could be stored"
+    finally:
+        set_database_reachable(postgres_server_url, database_url, True)
+    wait_until(lambda: rows() >= len(expected.ids), 240, "catching up after the outage")
+    wait_until(
+        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+        60,
+        "outbox relayed",
+    )
+    time.sleep(1.5)
+    assert worker.stop() == 0
+    assert "store_retry" in worker.logs()
+    verify("postgres_outage", broker.bootstrap_servers, database_url, expected, outage_s=outage_s, restarts=0)
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[tuple[LocalBroker, TcpProxy]]:
+    """A broker that advertises a proxy, so every client connection goes through it."""
+    from worker.local_services import free_port
+
+    proxy_port = free_port()
+    with LocalBroker(advertised_port=proxy_port) as local:
+        proxy = TcpProxy(local.port, port=proxy_port)
+        local.create_topics({INPUT: 3, ESCALATIONS: 1, DEAD_LETTERS: 1})
+        yield local, proxy
+        proxy.cut()
+
+
+def test_broker_outage_reconnects_without_skipping_offsets(
+    proxied_broker: tuple[LocalBroker, TcpProxy],
+    database_url: str,
+    worker_env: dict[str, str],
+    tmp_path: Path,
+    long_run: bool,
+) -> None:
+    broker, proxy = proxied_broker
+    n, outage_s = (10_000, 45) if long_run else (3_000, 20)
+    stream = make_stream(n, 30)
+    placed = produce(broker.bootstrap_servers, stream)
+    expected = Expectation.of(stream, placed)
+    rows = lambda: scalar(database_url, "select count(*) from feedback_results")  # noqa: E731
+
+    env = {**worker_env, "TRIAGE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, **FAST_BATCHES}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: rows() >= 300, 120, "progress before the outage")
+        proxy.cut()
+        time.sleep(outage_s)
+        assert worker.process.poll() is None, "the worker died during the outage"
+        proxy.restore()
+        wait_until(lambda: rows() >= len(expected.ids), 300, "catching up after the outage")
+        wait_until(
+            lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+            60,
+            "outbox relayed",
+        )
+        time.sleep(3)
+        assert worker.stop() == 0
+        verify("broker_outage", broker.bootstrap_servers, database_url, expected, outage_s=outage_s, restarts=0)
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()

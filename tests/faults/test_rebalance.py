@@ -1,0 +1,51 @@
+"""Fault 4: workers join and leave the group mid-stream; revoked partitions commit what is stored."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tests.faults.conftest import FAST_BATCHES
+from tests.faults.harness import Expectation, make_stream, verify
+from tests.services import WorkerProcess, produce, scalar, wait_until
+from worker.local_services import LocalBroker
+
+
+def test_workers_joining_and_leaving_lose_and_duplicate_nothing(
+    broker: LocalBroker, database_url: str, start_worker: Callable[..., WorkerProcess], long_run: bool
+) -> None:
+    n = 12_000 if long_run else 4_000
+    stream = make_stream(n, 40)
+    placed = produce(broker.bootstrap_servers, stream)
+    expected = Expectation.of(stream, placed)
+    rows = lambda: scalar(database_url, "select count(*) from feedback_results")  # noqa: E731
+    at = lambda share: int(len(expected.ids) * share)  # noqa: E731
+
+    first = start_worker(**FAST_BATCHES)
+    wait_until(lambda: rows() >= at(0.10), 120, "worker 1 under way")
+    second = start_worker(**FAST_BATCHES)
+    wait_until(lambda: rows() >= at(0.30), 120, "worker 2 joined")
+    third = start_worker(**FAST_BATCHES)
+    wait_until(lambda: rows() >= at(0.55), 120, "worker 3 joined")
+    assert second.stop() == 0
+    wait_until(lambda: rows() >= at(0.75), 120, "worker 2 left")
+    assert third.stop() == 0
+    wait_until(lambda: rows() >= len(expected.ids), 240, "worker 1 finishing alone")
+    wait_until(
+        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+        60,
+        "outbox relayed",
+    )
+    time.sleep(1.5)
+    assert first.stop() == 0
+    rebalances = first.logs().count('"partitions_assigned"')
+    assert rebalances >= 3, first.logs()[-2000:]  # joined, then re-balanced as others came and went
+    verify(
+        "rebalance",
+        broker.bootstrap_servers,
+        database_url,
+        expected,
+        workers_joined=2,
+        workers_left=2,
+        rebalances_seen_by_first=rebalances,
+    )
