@@ -150,8 +150,10 @@ def scalar(database_url: str, sql: str) -> int:
         engine.dispose()
 
 
-def committed_offsets(bootstrap: str, topic: str = INPUT, group: str = GROUP) -> dict[int, int | None]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+def committed_offsets(
+    bootstrap: str, topic: str = INPUT, group: str = GROUP, **client_config: object
+) -> dict[int, int | None]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **client_config)
     try:
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}

@@ -38,14 +38,14 @@ def wait_for_port(host: str, port: int, timeout_s: float = 20.0) -> None:
 
 
 def read_topic(
-    bootstrap_servers: str, topic: str, quiet_s: float = 1.0, timeout_s: float = 60.0
+    bootstrap_servers: str, topic: str, quiet_s: float = 1.0, timeout_s: float = 60.0, **client_config: object
 ) -> list[ConsumerRecord]:
     """Every record on every partition of `topic`, from the beginning, without a consumer group.
 
     Reads until no record arrives for `quiet_s`. (It does not stop at `end_offsets`: Tansu 0.6
     answers ListOffsets(latest) with the last batch's base offset + 1, not the high watermark.)
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, **client_config)
     try:
         deadline = time.monotonic() + timeout_s
         partitions = consumer.partitions_for_topic(topic)
@@ -95,9 +95,12 @@ class LocalBroker:
         )
         wait_for_port("127.0.0.1", self.port)
 
-    def create_topics(self, topics: dict[str, int]) -> None:
-        """Create topics ({name: partitions}); existing ones are left alone."""
-        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{self.port}")
+    def create_topics(self, topics: dict[str, int], **client_config: object) -> None:
+        """Create topics ({name: partitions}); existing ones are left alone.
+
+        `client_config` (e.g. TLS settings) is for a broker reached through a proxy.
+        """
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **client_config)
         try:
             for name, partitions in topics.items():
                 try:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -66,7 +68,15 @@ class Expectation:
         return expectation
 
 
-def verify(run: str, bootstrap: str, database_url: str, expected: Expectation, **figures: Any) -> dict[str, Any]:
+def verify(
+    run: str,
+    bootstrap: str,
+    database_url: str,
+    expected: Expectation,
+    client_config: dict[str, Any] | None = None,
+    **figures: Any,
+) -> dict[str, Any]:
+    client_config = client_config or {}
     engine = create_engine(database_url)
     with engine.connect() as connection:
         rows = connection.execute(text("select event_id, escalated, text from feedback_results")).all()
@@ -76,10 +86,10 @@ def verify(run: str, bootstrap: str, database_url: str, expected: Expectation, *
     engine.dispose()
     found = Counter(r.event_id for r in rows)
     escalated = {r.event_id for r in rows if r.escalated}
-    published = Counter(m.key.decode() for m in read_topic(bootstrap, ESCALATIONS))
+    published = Counter(m.key.decode() for m in read_topic(bootstrap, ESCALATIONS, **client_config))
     dead = Counter(
         (int(h["triage.source.partition"]), int(h["triage.source.offset"]))
-        for h in ({k: v.decode() for k, v in m.headers} for m in read_topic(bootstrap, DEAD_LETTERS))
+        for h in ({k: v.decode() for k, v in m.headers} for m in read_topic(bootstrap, DEAD_LETTERS, **client_config))
     )
     first_wins = sum(
         1 for r in rows if r.event_id in expected.ids and json.loads(expected.ids[r.event_id]).get("text") != r.text
@@ -102,7 +112,7 @@ def verify(run: str, bootstrap: str, database_url: str, expected: Expectation, *
         "dead_letters_found": len(set(dead) & set(expected.dead)),
         "dead_letter_repeats": sum(c - 1 for c in dead.values()),
         "dead_letters_unexpected": len(set(dead) - set(expected.dead)),
-        "offsets_committed_to_end": committed_offsets(bootstrap) == next_offsets(expected.placed),
+        "offsets_committed_to_end": committed_offsets(bootstrap, **client_config) == next_offsets(expected.placed),
     }
     path = os.environ.get("TRIAGE_FAULT_REPORT")
     if path:
@@ -120,10 +130,14 @@ def verify(run: str, bootstrap: str, database_url: str, expected: Expectation, *
 
 
 class TcpProxy:
-    """A loopback TCP proxy in front of the broker that a test can cut and restore."""
+    """A loopback TCP proxy in front of the broker that a test can cut and restore.
 
-    def __init__(self, target_port: int, port: int | None = None) -> None:
+    With `tls`, it terminates TLS: clients must complete a verified handshake to reach the broker.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
         self.target_port = target_port
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -156,30 +170,43 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
+            threading.Thread(target=self._connect, args=(listener, client), daemon=True).start()
+
+    def _connect(self, listener: socket.socket, client: socket.socket) -> None:
+        try:
+            if self.tls:
+                client = self.tls.wrap_socket(client, server_side=True)
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:  # includes a failed TLS handshake
+            client.close()
+            return
+        with self._lock:
+            if self._listener is not listener:  # cut while connecting
                 client.close()
-                continue
-            with self._lock:
-                if self._listener is not listener:  # cut while connecting
-                    client.close()
-                    upstream.close()
-                    return
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                upstream.close()
+                return
+            self._sockets += [client, upstream]
+        self._pump(client, upstream)
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(client: socket.socket, upstream: socket.socket) -> None:
+        """Copy bytes both ways from one thread (an SSL socket must not be used from two at once)."""
+        peers = {client: upstream, upstream: client}
         try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
+            while True:
+                pending = isinstance(client, ssl.SSLSocket) and client.pending()
+                ready = [client] if pending else select.select(list(peers), [], [], 1.0)[0]
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        except (OSError, ValueError):
             pass
         finally:
-            for sock in (source, sink):
+            for sock in peers:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                sock.close()

