@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
+from tests.checkpoints import CORPUS
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, TcpProxy, make_stream, verify
 from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, WorkerProcess, scalar, wait_until
@@ -95,6 +96,7 @@ def test_worker_over_tls(
         "TRIAGE_KAFKA_BOOTSTRAP_SERVERS": tls_broker.bootstrap_servers,
         "TRIAGE_KAFKA_SECURITY_PROTOCOL": "SSL",
         "TRIAGE_KAFKA_SSL_CAFILE": str(certificate / "cert.pem"),
+        "TRIAGE_LOG_LEVEL": "DEBUG",
     }
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
@@ -110,6 +112,8 @@ def test_worker_over_tls(
         )
         time.sleep(1.5)
         assert worker.stop() == 0
+        logs = worker.logs()
+        assert not any(sentence in logs for sentence in CORPUS), "feedback text reached the logs at DEBUG"
     finally:
         if worker.process.poll() is None:
             worker.process.kill()
