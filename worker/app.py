@@ -16,7 +16,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from kafka import KafkaProducer
@@ -57,6 +57,12 @@ class Totals:
     dead_lettered: int = 0
     relayed: int = 0
     batches: int = 0
+    # Wall-clock seconds spent in each stage, for benchmarks and capacity planning.
+    stage_s: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("poll", "decode", "tokenize", "inference", "store", "commit", "relay"), 0.0
+        )
+    )
 
 
 class Worker:
@@ -98,7 +104,9 @@ class Worker:
         try:
             while not self._stopping and not (until and until(self.totals)):
                 wait_ms = self.batcher.time_left_ms() if self.batcher.pending else IDLE_POLL_MS
+                polled_at = time.perf_counter()
                 self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
+                self.totals.stage_s["poll"] += time.perf_counter() - polled_at
                 failpoint("after_poll")
                 if self.batcher.ready():
                     self.process(self.batcher.take())
@@ -112,7 +120,11 @@ class Worker:
             signal.alarm(0)
             self.source.close()
             self.on_close()
-            log.info("worker_stopped", **vars(self.totals))
+            log.info(
+                "worker_stopped",
+                **{k: v for k, v in vars(self.totals).items() if k != "stage_s"},
+                stage_s={k: round(v, 3) for k, v in self.totals.stage_s.items()},
+            )
         return self.totals
 
     def process(self, records: list[RawRecord]) -> None:
@@ -123,10 +135,11 @@ class Worker:
         for record in records:
             decoded = self.decoder.decode(record)
             (items if isinstance(decoded, FeedbackItem) else rejections).append(decoded)  # type: ignore[arg-type]
+        decoded_at = time.perf_counter()
 
         classified: list[ClassifiedItem] = []
         predictions = self.classifier.predict([item.text for item in items])
-        stats = self.classifier.last_stats
+        stats = self.classifier.last_stats if items else None
         inference_ms = stats.inference_ms if stats else 0.0
         for item, prediction in zip(items, predictions, strict=True):
             if isinstance(prediction, ClassificationFailure):
@@ -143,11 +156,14 @@ class Worker:
                 )
             )
 
+        classified_at = time.perf_counter()
         self.dead_letters.send(rejections)
         outcome = self._store_with_retry(classified)
+        stored_at = time.perf_counter()
         failpoint("after_store")
         self._deliver_dead_letters()
         committed = self.source.commit(records)
+        committed_at = time.perf_counter()
         failpoint("after_commit")
 
         for rejection in rejections:
@@ -167,6 +183,12 @@ class Worker:
         self.totals.escalated += outcome.escalations
         self.totals.dead_lettered += len(rejections)
         self.totals.batches += 1
+        stages = self.totals.stage_s
+        stages["decode"] += decoded_at - started
+        stages["tokenize"] += (stats.tokenize_ms / 1000) if stats else 0.0
+        stages["inference"] += (classified_at - decoded_at) - ((stats.tokenize_ms / 1000) if stats else 0.0)
+        stages["store"] += stored_at - classified_at
+        stages["commit"] += committed_at - stored_at
         log.info(
             "batch_stored",
             events=len(records),
@@ -177,6 +199,8 @@ class Worker:
             tokenize_ms=round(stats.tokenize_ms, 2) if stats else 0.0,
             inference_ms=round(inference_ms, 2),
             padded_tokens=stats.padded_tokens if stats else 0,
+            store_ms=round((stored_at - classified_at) * 1000, 2),
+            commit_ms=round((committed_at - stored_at) * 1000, 2),
             total_ms=round((time.perf_counter() - started) * 1000, 2),
             committed=committed,
         )
@@ -244,6 +268,12 @@ class Worker:
         if not force and now - self._last_relay < RELAY_INTERVAL_S:
             return
         self._last_relay = now
+        try:
+            self._relay_rounds(force)
+        finally:
+            self.totals.stage_s["relay"] += time.monotonic() - now
+
+    def _relay_rounds(self, force: bool) -> None:
         while True:
             try:
                 published, failed = self.relay.publish_pending()

@@ -1,4 +1,4 @@
-"""CLI: the `triage-worker` command and its verbs (run, migrate, classify, send, demo, schemas).
+"""CLI: the `triage-worker` command and its verbs (run, migrate, classify, send, demo, bench, schemas).
 
 Each verb builds the settings once, then hands off to the module that does the work.
 Configuration errors exit with status 2 and a message naming the TRIAGE_* variable.
@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="run everything locally on embedded Postgres and Tansu, print results")
     demo.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
 
+    from worker.bench import add_arguments as bench_arguments
+
+    bench = verbs.add_parser("bench", help="benchmark the classifier (vs transformers pipeline) or the whole worker")
+    bench_arguments(bench)
+
     schemas = verbs.add_parser("schemas", help="write the wire JSON Schemas generated from the models")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default: ./schemas)")
     return parser
@@ -63,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "send": _send,
         "demo": _demo,
         "schemas": _schemas,
+        "bench": _bench,
     }[args.verb]
     try:
         return handler(settings, args)
@@ -136,6 +142,12 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
     return run_demo(settings)
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.bench import run
+
+    return run(args, settings)
 
 
 def _schemas(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,0 +1,42 @@
+"""The benchmark command runs both modes and writes its JSON (speed itself is never asserted here)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.bench import synthetic_reviews
+from worker.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_synthetic_reviews_are_deterministic_and_long_tailed() -> None:
+    texts = synthetic_reviews(2000, seed=3)
+    assert texts == synthetic_reviews(2000, seed=3)
+    words = sorted(len(t.split()) for t in texts)
+    assert 120 < words[len(words) // 2] < 200  # median about 184 tokens
+    assert sum(w * 1.12 > 512 for w in words) / len(words) > 0.05  # a long tail past the 512 limit
+
+
+def test_model_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model.json"
+    assert (
+        main(["bench", "--mode", "model", "--model", str(checkpoint_pos_neg), "--events", "40", "--json", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["texts"] == 40 and result["label_agreement"] == 1.0 and result["max_score_diff"] < 1e-3
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio=")
+
+
+def test_e2e_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "e2e.json"
+    assert (
+        main(["bench", "--mode", "e2e", "--model", str(checkpoint_pos_neg), "--events", "300", "--json", str(out)]) == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["stored"] == 300 and result["outbox_unpublished"] == 0
+    assert result["escalations_published"] == result["escalated"]
+    assert set(result["stage_share"]) == {"poll", "decode", "tokenize", "inference", "store", "commit", "relay"}
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("events_per_s=")

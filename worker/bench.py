@@ -1,0 +1,311 @@
+"""Bench: measure the classifier and the whole worker, against a baseline run in the same process.
+
+`--mode model`: our SentimentClassifier against transformers' `pipeline(batch_size=64)` on the
+same texts and model; prints both rates, the ratio, label agreement and the largest score
+difference. `--mode e2e`: a real broker and PostgreSQL (embedded), events produced first (or at a
+steady `--rate`), then the time until all are stored and escalations published; prints events/s,
+produce-to-stored latency percentiles and the share of time in each stage.
+Both write `--json PATH` and end with one summary line.
+
+Texts are synthetic reviews whose lengths follow IMDB's (see `synthetic_reviews`), or `--texts FILE`
+(.jsonl with a `text` field, .csv/.csv.gz with a `text` column, or plain lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import math
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from worker.settings import Settings
+
+# Review vocabulary for synthetic texts: common words plus clearly positive and negative ones.
+WORDS = (
+    "the a and of to is in it that this was for with as on but movie film story acting plot characters "
+    "scene scenes director time really just good great bad best worst love loved hate boring wonderful "
+    "awful excellent terrible brilliant poor beautiful stupid funny fun dull amazing waste fantastic "
+    "script performance cast ending music camera watch watched again never ever would could should one "
+    "two first last long short slow fast very too much more most little well even though however because "
+    "character end years people think seen see made make back still over only also some any"
+).split()
+
+# Lengths in BERT tokens: log-normal fitted to IMDB (median 184 tokens, sigma 0.8: mean about 230
+# after truncation at 512, and about 10% of reviews longer than 512).
+LENGTH_MEDIAN_TOKENS = 184
+LENGTH_SIGMA = 0.8
+TOKENS_PER_WORD = 1.12
+
+
+def synthetic_reviews(n: int, seed: int = 0) -> list[str]:
+    """`n` reviews with IMDB's length distribution, built from WORDS (deterministic for a seed)."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        tokens = rng.lognormvariate(math.log(LENGTH_MEDIAN_TOKENS), LENGTH_SIGMA)
+        words = max(int(tokens / TOKENS_PER_WORD), 3)
+        sentences, current = [], []
+        for _ in range(words):
+            current.append(rng.choice(WORDS))
+            if len(current) >= rng.randint(8, 20):
+                sentences.append(" ".join(current).capitalize() + ".")
+                current = []
+        if current:
+            sentences.append(" ".join(current).capitalize() + ".")
+        texts.append(" ".join(sentences))
+    return texts
+
+
+def load_texts(path: Path, limit: int) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+        if ".csv" in path.suffixes:
+            rows = (row["text"] for row in csv.DictReader(handle))
+        elif ".jsonl" in path.suffixes:
+            rows = (json.loads(line)["text"] for line in handle if line.strip())
+        else:
+            rows = (line.rstrip("\n") for line in handle if line.strip())
+        texts = []
+        for text in rows:
+            texts.append(text)
+            if len(texts) >= limit:
+                break
+    return texts
+
+
+def random_bert_base(tokenizer_dir: str, target: Path) -> str:
+    """A randomly initialised BERT-base (`BertConfig()` defaults) with a real tokenizer, saved to `target`.
+
+    Throughput does not depend on the weights, so this stands in for the model cards' BERT-base models.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return str(target)
+
+
+# --- model mode ---------------------------------------------------------------------------------
+def bench_model(
+    model: str, device: str, texts: list[str], max_batch_size: int, max_batch_tokens: int
+) -> dict[str, Any]:
+    import torch
+    from transformers import pipeline
+
+    from worker.classifier import Prediction, SentimentClassifier
+
+    ours = SentimentClassifier(model, device=device, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+    baseline = pipeline(
+        "text-classification",
+        model=model,
+        device=ours.device,
+        dtype=torch.float16 if ours.device.type == "cuda" else torch.float32,
+    )
+    tokens = [len(ids) for ids in ours.tokenizer(texts, truncation=True, max_length=ours.max_length)["input_ids"]]
+    warm = texts[:64]
+    baseline(warm, batch_size=64, truncation=True)
+    ours.predict(warm)
+
+    def timed(fn: Any) -> tuple[Any, float]:
+        if ours.device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        result = fn()
+        if ours.device.type == "cuda":
+            torch.cuda.synchronize()
+        return result, time.perf_counter() - started
+
+    base_out, base_s = timed(lambda: baseline(texts, batch_size=64, truncation=True))
+    our_out, our_s = timed(lambda: ours.predict(texts))
+    label_of = {raw.lower(): norm for raw, norm in ours.describe()["labels"].items()}
+    agree, max_diff = 0, 0.0
+    for base, mine in zip(base_out, our_out, strict=True):
+        assert isinstance(mine, Prediction)
+        base_label = label_of[base["label"].lower()]
+        agree += base_label == mine.label
+        mine_score = mine.score if base_label == mine.label else 1 - mine.score
+        max_diff = max(max_diff, abs(mine_score - base["score"]))
+    stats = ours.last_stats
+    return {
+        "mode": "model",
+        "model": model,
+        **{k: v for k, v in ours.describe().items() if k in ("device", "dtype", "max_length")},
+        "texts": len(texts),
+        "mean_tokens": round(statistics.fmean(tokens), 1),
+        "share_truncated": round(sum(t >= ours.max_length for t in tokens) / len(tokens), 3),
+        "baseline": "transformers pipeline(batch_size=64)",
+        "baseline_per_s": round(len(texts) / base_s, 1),
+        "ours_per_s": round(len(texts) / our_s, 1),
+        "ratio": round(base_s / our_s, 3),
+        "label_agreement": round(agree / len(texts), 4),
+        "max_score_diff": float(f"{max_diff:.2e}"),
+        "ours_forward_passes": stats.forward_passes if stats else 0,
+        "ours_padding_overhead": round(stats.padded_tokens / stats.real_tokens - 1, 3) if stats else 0,
+        "max_batch_size": max_batch_size,
+        "max_batch_tokens": max_batch_tokens,
+    }
+
+
+# --- e2e mode -----------------------------------------------------------------------------------
+def bench_e2e(base: Settings, texts: list[str], events: int, partitions: int, rate: float) -> dict[str, Any]:
+    from kafka import KafkaProducer
+    from sqlalchemy import create_engine, text
+
+    from worker import migrate
+    from worker.app import build_worker
+    from worker.local_services import LocalBroker, LocalPostgres
+
+    payloads = [
+        json.dumps({"event_id": f"bench-{i}", "text": texts[i % len(texts)], "product": f"p{i % 7}"}).encode()
+        for i in range(events)
+    ]
+    with LocalPostgres() as postgres, LocalBroker() as broker:
+        broker.create_topics({base.input_topic: partitions, base.escalation_topic: 1, base.dead_letter_topic: 1})
+        settings = base.model_copy(
+            update={
+                "kafka_bootstrap_servers": broker.bootstrap_servers,
+                "database_url": type(base.database_url)(postgres.url),
+                "kafka_max_poll_interval_ms": 3000,
+                "kafka_session_timeout_ms": 3000,
+            }
+        )
+        migrate.upgrade(settings.sqlalchemy_url())
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=5)
+
+        def produce() -> None:
+            started = time.monotonic()
+            for i, payload in enumerate(payloads):
+                if rate:
+                    time.sleep(max(0.0, started + i / rate - time.monotonic()))
+                producer.send(settings.input_topic, key=f"bench-{i}".encode(), value=payload)
+            producer.flush()
+
+        worker = build_worker(settings)
+        if rate:
+            feeder = threading.Thread(target=produce, daemon=True)
+        else:
+            produce()  # a backlog: everything is waiting before the worker starts
+        started = time.perf_counter()
+        if rate:
+            feeder.start()
+        totals = worker.run(until=lambda t: t.consumed >= events)
+        elapsed = time.perf_counter() - started
+        producer.close()
+        engine = create_engine(settings.sqlalchemy_url())
+        with engine.connect() as connection:
+            row = connection.execute(
+                text(
+                    "select count(*), "
+                    "extract(epoch from max(processed_at) - min(processed_at)), "
+                    "percentile_cont(0.5) within group (order by extract(epoch from processed_at - kafka_timestamp)), "
+                    "percentile_cont(0.99) within group (order by extract(epoch from processed_at - kafka_timestamp)) "
+                    "from feedback_results"
+                )
+            ).one()
+            unpublished = connection.execute(
+                text("select count(*) from escalation_outbox where published_at is null")
+            ).scalar_one()
+        engine.dispose()
+    stored, span_s, p50, p99 = row
+    busy = sum(totals.stage_s.values()) or 1.0
+    return {
+        "mode": "e2e",
+        "model": settings.model,
+        "device": worker.classifier.describe()["device"],
+        "events": events,
+        "partitions": partitions,
+        "rate": rate or "backlog",
+        "stored": stored,
+        "escalated": totals.escalated,
+        "escalations_published": totals.relayed,
+        "outbox_unpublished": unpublished,
+        "wall_s_including_group_join": round(elapsed, 2),
+        "events_per_s": round(stored / float(span_s), 1) if span_s else None,
+        "p50_ms": round(float(p50) * 1000, 1),
+        "p99_ms": round(float(p99) * 1000, 1),
+        "stage_share": {k: round(v / busy, 3) for k, v in totals.stage_s.items()},
+        "max_batch_size": settings.max_batch_size,
+        "max_batch_tokens": settings.max_batch_tokens,
+    }
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="triage-worker bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv), settings or Settings())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["model", "e2e"], default="model")
+    parser.add_argument("--model", help="model id or directory (default: TRIAGE_MODEL)")
+    parser.add_argument(
+        "--random-bert-base",
+        metavar="TOKENIZER_DIR",
+        help="benchmark a randomly initialised BERT-base with this tokenizer instead of --model",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: TRIAGE_DEVICE")
+    parser.add_argument("--events", type=int, default=2000, help="texts (model) or events (e2e)")
+    parser.add_argument("--texts", type=Path, help="file of texts instead of synthetic reviews")
+    parser.add_argument("--partitions", type=int, default=3, help="e2e: input topic partitions")
+    parser.add_argument("--rate", type=float, default=0.0, help="e2e: produce at this many events/s (0: backlog)")
+    parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
+    parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
+    parser.add_argument("--json", type=Path, help="write the result here")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    texts = load_texts(args.texts, args.events) if args.texts else synthetic_reviews(args.events)
+    updates = {
+        key: value
+        for key, value in {
+            "model": args.model,
+            "device": args.device,
+            "max_batch_size": args.max_batch_size,
+            "max_batch_tokens": args.max_batch_tokens,
+        }.items()
+        if value is not None
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.random_bert_base:
+            updates["model"] = random_bert_base(args.random_bert_base, Path(scratch) / "bert-base-random")
+        settings = settings.model_copy(update=updates)
+        if args.mode == "model":
+            result = bench_model(
+                settings.model, settings.device, texts, settings.max_batch_size, settings.max_batch_tokens
+            )
+            summary = (
+                f"ratio={result['ratio']} ours_per_s={result['ours_per_s']} "
+                f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
+                f"label_agreement={result['label_agreement']} device={result['device']}"
+            )
+        else:
+            result = bench_e2e(settings, texts, args.events, args.partitions, args.rate)
+            summary = (
+                f"events_per_s={result['events_per_s']} p50_ms={result['p50_ms']} p99_ms={result['p99_ms']} "
+                f"stored={result['stored']} device={result['device']}"
+            )
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
