@@ -158,7 +158,7 @@ def bench_model(
         "ours_forward_passes": stats.forward_passes if stats else 0,
         "ours_padding_overhead": round(stats.padded_tokens / stats.real_tokens - 1, 3) if stats else 0,
         "max_batch_size": max_batch_size,
-        "max_batch_tokens": max_batch_tokens,
+        "max_batch_tokens": ours.max_batch_tokens,
     }
 
 
@@ -241,7 +241,7 @@ def bench_e2e(base: Settings, texts: list[str], events: int, partitions: int, ra
         "p99_ms": round(float(p99) * 1000, 1),
         "stage_share": {k: round(v / busy, 3) for k, v in totals.stage_s.items()},
         "max_batch_size": settings.max_batch_size,
-        "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_tokens": worker.classifier.max_batch_tokens,
     }
 
 

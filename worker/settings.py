@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     label_map: Annotated[dict[str, str] | None, NoDecode] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch_size: int = Field(64, ge=1, le=4096)
-    max_batch_tokens: int = Field(16_384, ge=64)
+    max_batch_tokens: int | None = Field(None, ge=64)  # None: chosen for the device (see classifier)
     max_wait_ms: int = Field(50, ge=0, le=60_000)
 
     # --- Triage ------------------------------------------------------------------------------
