@@ -123,7 +123,7 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
             process.process.wait()
 
 
-def produce(bootstrap: str, values: list[tuple[bytes | None, bytes]], **config: int) -> list[tuple[int, int]]:
+def produce(bootstrap: str, values: list[tuple[bytes | None, bytes]], **config: object) -> list[tuple[int, int]]:
     """Send (key, value) pairs to the input topic; returns each record's (partition, offset)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config)
     futures = [producer.send(INPUT, key=key, value=value) for key, value in values]

@@ -167,27 +167,16 @@ def bench_e2e(base: Settings, texts: list[str], events: int, partitions: int, ra
     from kafka import KafkaProducer
     from sqlalchemy import create_engine, text
 
-    from worker import migrate
     from worker.app import build_worker
-    from worker.local_services import LocalBroker, LocalPostgres
+    from worker.local_services import local_stack
 
     payloads = [
         json.dumps({"event_id": f"bench-{i}", "text": texts[i % len(texts)], "product": f"p{i % 7}"}).encode()
         for i in range(events)
     ]
-    with LocalPostgres() as postgres, LocalBroker() as broker:
-        broker.create_topics({base.input_topic: partitions, base.escalation_topic: 1, base.dead_letter_topic: 1})
-        settings = base.model_copy(
-            update={
-                "kafka_bootstrap_servers": broker.bootstrap_servers,
-                "database_url": type(base.database_url)(postgres.url),
-                # Long enough for a CPU batch of long reviews with a real model (about 3 s here); Tansu
-                # holds every group join for this long, which `events_per_s` leaves out.
-                "kafka_max_poll_interval_ms": 15_000,
-                "kafka_session_timeout_ms": 10_000,
-            }
-        )
-        migrate.upgrade(settings.sqlalchemy_url())
+    # The poll interval must outlast a CPU batch of long reviews with a real model (about 3 s here);
+    # Tansu holds every group join for that long, which `events_per_s` leaves out.
+    with local_stack(base, partitions=partitions, max_poll_interval_ms=15_000) as (settings, broker):
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=5)
 
         def produce() -> None:

@@ -12,9 +12,8 @@ from importlib import resources
 
 from sqlalchemy import create_engine, text
 
-from worker import migrate
 from worker.app import build_worker
-from worker.local_services import LocalBroker, LocalPostgres, read_topic
+from worker.local_services import local_stack, read_topic
 from worker.publish import publish_lines
 from worker.settings import Settings
 
@@ -42,22 +41,12 @@ def _cell(value: object) -> str:
 
 def run_demo(base: Settings) -> int:
     lines = sample_lines()
-    with LocalPostgres() as postgres, LocalBroker() as broker:
-        broker.create_topics({base.input_topic: 3, base.escalation_topic: 1, base.dead_letter_topic: 1})
-        settings = base.model_copy(
-            update={
-                "kafka_bootstrap_servers": broker.bootstrap_servers,
-                "database_url": type(base.database_url)(postgres.url),
-                "kafka_max_poll_interval_ms": 3000,
-                "kafka_session_timeout_ms": 3000,
-            }
-        )
+    with local_stack(base, partitions=3, max_poll_interval_ms=3000) as (settings, broker):
         print(f"postgres: embedded (socket), broker: tansu at {broker.bootstrap_servers}, model: {settings.model}")
-        migrate.upgrade(settings.sqlalchemy_url())
         sent = publish_lines(settings, lines, progress=False)
         print(f"published {sent} events to {settings.input_topic}")
         worker = build_worker(settings)
-        totals = worker.run(until=lambda t: t.consumed >= sent)
+        totals = worker.run(until=lambda t: t.stored + t.dead_lettered >= sent)  # replays count once
         print(
             f"worker: consumed={totals.consumed} stored={totals.stored} escalated={totals.escalated} "
             f"dead_lettered={totals.dead_lettered} relayed={totals.relayed}"

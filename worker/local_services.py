@@ -10,6 +10,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +19,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
+
+from worker.settings import Settings
 
 
 def free_port() -> int:
@@ -154,3 +158,28 @@ class LocalPostgres:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def local_stack(
+    base: Settings, *, partitions: int, max_poll_interval_ms: int
+) -> Iterator[tuple[Settings, LocalBroker]]:
+    """Embedded PostgreSQL (migrated) and a Tansu broker with the worker's topics.
+
+    Yields `base` pointed at them. Tansu holds every group join for `max_poll_interval_ms`, so
+    keep it short, but longer than the slowest batch.
+    """
+    from worker import migrate
+
+    with LocalPostgres() as postgres, LocalBroker() as broker:
+        broker.create_topics({base.input_topic: partitions, base.escalation_topic: 1, base.dead_letter_topic: 1})
+        settings = base.model_copy(
+            update={
+                "kafka_bootstrap_servers": broker.bootstrap_servers,
+                "database_url": type(base.database_url)(postgres.url),
+                "kafka_max_poll_interval_ms": max_poll_interval_ms,
+                "kafka_session_timeout_ms": min(max_poll_interval_ms, 10_000),
+            }
+        )
+        migrate.upgrade(settings.sqlalchemy_url())
+        yield settings, broker

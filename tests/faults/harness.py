@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,16 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from tests.checkpoints import CORPUS
-from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, committed_offsets, next_offsets
+from tests.services import (
+    DEAD_LETTERS,
+    ESCALATIONS,
+    INPUT,
+    WorkerProcess,
+    committed_offsets,
+    next_offsets,
+    scalar,
+    wait_until,
+)
 from worker.decode import Decoder
 from worker.local_services import free_port, read_topic
 from worker.records import FeedbackItem, RawRecord
@@ -128,6 +138,23 @@ def verify(
     assert report["dead_letters_unexpected"] == 0, report
     assert report["offsets_committed_to_end"], report
     return report
+
+
+def drain_and_stop(
+    worker: WorkerProcess, database_url: str, expected: Expectation, timeout_s: float, what: str
+) -> None:
+    """Wait for every expected row and an empty outbox, let the last batch's dead letters and
+    commit land, then SIGTERM the worker and require a clean exit."""
+    wait_until(
+        lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids), timeout_s, what
+    )
+    wait_until(
+        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+        60,
+        "outbox relayed",
+    )
+    time.sleep(2)
+    assert worker.stop() == 0, worker.logs()[-2000:]
 
 
 class TcpProxy:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, verify
+from tests.faults.harness import Expectation, drain_and_stop, verify
 from tests.faults.hostile import hostile_stream
 from tests.services import WorkerProcess, produce, scalar, wait_until
 from worker.decode import ERROR_CLASSES, Decoder
@@ -80,16 +79,13 @@ def test_hostile_stream_through_the_worker(
     assert len(expected.ids) and sum(expected.dead.values())
 
     worker = start_worker(**FAST_BATCHES)
-    handled = lambda: scalar(database_url, "select count(*) from feedback_results")  # noqa: E731
-    wait_until(lambda: handled() >= len(expected.ids), 240, "every valid payload stored")
     wait_until(
-        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        60,
-        "outbox relayed",
+        lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids) // 2,
+        240,
+        "half the valid payloads stored",
     )
-    time.sleep(3)  # the last dead letters and commit
     assert worker.process.poll() is None, "the worker stopped on input"
-    assert worker.stop() == 0
+    drain_and_stop(worker, database_url, expected, 240, "every valid payload stored")
     assert '"duplicate_events_skipped"' in worker.logs()
     verify(
         "hostile_input",

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, make_stream, verify
+from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
 from tests.services import WorkerProcess, produce, scalar, wait_until
 from worker.local_services import LocalBroker
 
@@ -48,14 +48,7 @@ def test_repeated_sigkill_loses_and_duplicates_nothing(
         done.append((stage, rows()))
 
     worker = start_worker(**batches)
-    wait_until(lambda: rows() >= len(expected.ids), 300, "every row after the last restart")
-    wait_until(
-        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        60,
-        "outbox relayed",
-    )
-    time.sleep(1.5)  # the last batch's dead letters and commit
-    assert worker.stop() == 0
+    drain_and_stop(worker, database_url, expected, 300, "every row after the last restart")
     assert len(done) == kills, f"the stream finished after {len(done)} of {kills} kills: {done}"
     verify(
         "sigkill",

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, TcpProxy, make_stream, verify
+from tests.faults.harness import Expectation, TcpProxy, drain_and_stop, make_stream, verify
 from tests.services import (
     DEAD_LETTERS,
     ESCALATIONS,
@@ -62,14 +62,7 @@ def test_postgres_outage_pauses_commits_and_catches_up(
         assert committed() == committed_early, "offsets moved while nothing could be stored"
     finally:
         set_database_reachable(postgres_server_url, database_url, True)
-    wait_until(lambda: rows() >= len(expected.ids), 240, "catching up after the outage")
-    wait_until(
-        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        60,
-        "outbox relayed",
-    )
-    time.sleep(1.5)
-    assert worker.stop() == 0
+    drain_and_stop(worker, database_url, expected, 240, "catching up after the outage")
     assert "store_retry" in worker.logs()
     verify("postgres_outage", broker.bootstrap_servers, database_url, expected, outage_s=outage_s, restarts=0)
 
@@ -109,14 +102,7 @@ def test_broker_outage_reconnects_without_skipping_offsets(
         time.sleep(outage_s)
         assert worker.process.poll() is None, "the worker died during the outage"
         proxy.restore()
-        wait_until(lambda: rows() >= len(expected.ids), 300, "catching up after the outage")
-        wait_until(
-            lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-            60,
-            "outbox relayed",
-        )
-        time.sleep(3)
-        assert worker.stop() == 0
+        drain_and_stop(worker, database_url, expected, 300, "catching up after the outage")
         verify("broker_outage", broker.bootstrap_servers, database_url, expected, outage_s=outage_s, restarts=0)
     finally:
         if worker.process.poll() is None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, make_stream, verify
+from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
 from tests.services import WorkerProcess, produce, scalar, wait_until
 from worker.local_services import LocalBroker
 
@@ -30,14 +29,7 @@ def test_workers_joining_and_leaving_lose_and_duplicate_nothing(
     assert second.stop() == 0
     wait_until(lambda: rows() >= at(0.75), 120, "worker 2 left")
     assert third.stop() == 0
-    wait_until(lambda: rows() >= len(expected.ids), 240, "worker 1 finishing alone")
-    wait_until(
-        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        60,
-        "outbox relayed",
-    )
-    time.sleep(1.5)
-    assert first.stop() == 0
+    drain_and_stop(first, database_url, expected, 240, "worker 1 finishing alone")
     rebalances = first.logs().count('"partitions_assigned"')
     assert rebalances >= 3, first.logs()[-2000:]  # joined, then re-balanced as others came and went
     verify(

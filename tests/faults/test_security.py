@@ -26,8 +26,8 @@ from sqlalchemy.exc import OperationalError
 
 from tests.checkpoints import CORPUS
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, SaslPlainProxy, TcpProxy, make_stream, verify
-from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, WorkerProcess, scalar, wait_until
+from tests.faults.harness import Expectation, SaslPlainProxy, TcpProxy, drain_and_stop, make_stream, verify
+from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, WorkerProcess, produce, scalar, wait_until
 from worker.local_services import LocalBroker, free_port
 
 
@@ -84,11 +84,7 @@ def test_worker_over_tls(
         KafkaProducer(bootstrap_servers=tls_broker.bootstrap_servers, max_block_ms=3000).send(INPUT, b"x").get(5)
 
     stream = make_stream(400, 10)
-    producer = KafkaProducer(bootstrap_servers=tls_broker.bootstrap_servers, acks="all", **tls)
-    futures = [producer.send(INPUT, key=k, value=v) for k, v in stream]
-    producer.flush()
-    placed = [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
-    producer.close()
+    placed = produce(tls_broker.bootstrap_servers, stream, **tls)
     expected = Expectation.of(stream, placed)
 
     env = {
@@ -101,18 +97,7 @@ def test_worker_over_tls(
     }
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
-        wait_until(
-            lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids),
-            120,
-            "rows over TLS",
-        )
-        wait_until(
-            lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-            60,
-            "outbox relayed over TLS",
-        )
-        time.sleep(1.5)
-        assert worker.stop() == 0
+        drain_and_stop(worker, database_url, expected, 120, "rows over TLS")
         logs = worker.logs()
         assert not any(sentence in logs for sentence in CORPUS), "feedback text reached the logs at DEBUG"
     finally:
@@ -188,11 +173,7 @@ def test_worker_over_sasl_plain(
     broker, proxy = sasl_broker
     client = sasl_client("worker-svc")
     stream = make_stream(300, 10)
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", **client)
-    futures = [producer.send(INPUT, key=k, value=v) for k, v in stream]
-    producer.flush()
-    placed = [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
-    producer.close()
+    placed = produce(broker.bootstrap_servers, stream, **client)
     expected = Expectation.of(stream, placed)
     env = {
         **worker_env,
@@ -216,18 +197,7 @@ def test_worker_over_sasl_plain(
 
     worker = WorkerProcess({**env, "TRIAGE_KAFKA_SASL_PASSWORD": SASL_USERS["worker-svc"]}, tmp_path / "worker.log")
     try:
-        wait_until(
-            lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids),
-            120,
-            "rows over SASL",
-        )
-        wait_until(
-            lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-            60,
-            "outbox relayed over SASL",
-        )
-        time.sleep(1.5)
-        assert worker.stop() == 0
+        drain_and_stop(worker, database_url, expected, 120, "rows over SASL")
         assert SASL_USERS["worker-svc"] not in worker.logs()
     finally:
         if worker.process.poll() is None:

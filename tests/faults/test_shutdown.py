@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import create_engine, text
 
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, make_stream, verify
+from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
 from tests.services import WorkerProcess, committed_offsets, produce, scalar, wait_until
 from worker.local_services import LocalBroker
 
@@ -44,14 +44,7 @@ def test_sigterm_mid_stream_drains_and_exits_zero(
         assert all((partition, offset) in handled for offset in range(committed or 0)), partition
 
     worker = start_worker(**FAST_BATCHES)
-    wait_until(lambda: rows() >= len(expected.ids), 300, "the rest after restart")
-    wait_until(
-        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
-        60,
-        "outbox relayed",
-    )
-    time.sleep(1.5)
-    assert worker.stop() == 0
+    drain_and_stop(worker, database_url, expected, 300, "the rest after restart")
     verify(
         "sigterm", broker.bootstrap_servers, database_url, expected, drain_s=round(took, 2), rows_at_sigterm=stopped_at
     )
