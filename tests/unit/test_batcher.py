@@ -53,3 +53,12 @@ def test_plan_batches_respects_count_and_token_budget() -> None:
 
 def test_plan_batches_gives_an_oversized_text_its_own_batch() -> None:
     assert plan_batches([1000, 3], max_batch_size=8, max_batch_tokens=100) == [[0], [1]]
+
+
+def test_plan_batches_buckets_by_length_with_min_fill() -> None:
+    lengths = [505, 300, 200, 150, 100, 80, 50]
+    assert plan_batches(lengths, max_batch_size=64, max_batch_tokens=4096) == [list(range(7))]
+    buckets = plan_batches(lengths, max_batch_size=64, max_batch_tokens=4096, min_fill=0.5)
+    assert buckets == [[0, 1], [2, 3, 4], [5, 6]]
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in buckets)
+    assert padded == 2 * 505 + 3 * 200 + 2 * 80 < 7 * 505
