@@ -1,12 +1,12 @@
 """Typed values passed between the stages: what each stage takes and what it hands on.
 
 RawRecord (source) -> FeedbackItem | Rejection (decode) -> Prediction (classifier)
--> TriageDecision (triage) -> StoredResult (store).
+-> TriageDecision (triage) -> ClassifiedItem (the row the store writes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -75,4 +75,3 @@ class ClassifiedItem:
     model: str
     inference_ms: float
     batch_size: int
-    extra: dict[str, Any] = field(default_factory=dict)
