@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from worker.delivery import await_delivery
 from worker.records import Rejection
 
 
@@ -57,14 +58,4 @@ class DeadLetterSink:
     def flush(self) -> list[Rejection]:
         """Wait for the broker's acknowledgements; returns the rejections that were not delivered."""
         in_flight, self._in_flight = self._in_flight, []
-        if not in_flight:
-            return []
-        try:
-            self.producer.flush(timeout=self.timeout_s)
-        except KafkaError:
-            pass  # the futures below say which records made it
-        undelivered = []
-        for rejection, future in in_flight:
-            if future is None or not future.is_done or future.failed():
-                undelivered.append(rejection)
-        return undelivered
+        return await_delivery(self.producer, in_flight, self.timeout_s)[1]

@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 from sqlalchemy import Engine, select, update
 
+from worker.delivery import await_delivery
 from worker.failpoints import failpoint
 from worker.tables import escalation_outbox
 
@@ -42,8 +44,8 @@ class EscalationRelay:
             ).all()
             if not rows:
                 return 0, 0
-            futures = []
-            last_error = None
+            pending: list[tuple[int, FutureRecordMetadata | None]] = []
+            send_error = None
             for row in rows:
                 try:
                     future = self.producer.send(
@@ -52,22 +54,13 @@ class EscalationRelay:
                         value=json.dumps(row.payload, ensure_ascii=False).encode("utf-8"),
                     )
                 except KafkaError as exc:  # broker unreachable: stop here, the rest stay pending
-                    last_error = f"{type(exc).__name__}: {exc}"[:1000]
+                    send_error = f"{type(exc).__name__}: {exc}"[:1000]
+                    pending += [(r.id, None) for r in rows[len(pending) :]]
                     break
-                futures.append((row.id, future))
-            try:
-                self.producer.flush(timeout=self.timeout_s)
-            except KafkaError:
-                pass  # the futures below say which records made it
+                pending.append((row.id, future))
+            sent, failed, last_error = await_delivery(self.producer, pending, self.timeout_s)
             failpoint("during_relay")
-            sent, failed = [], [row.id for row in rows[len(futures) :]]
-            for row_id, future in futures:
-                try:
-                    future.get(timeout=0)
-                    sent.append(row_id)
-                except Exception as exc:  # noqa: BLE001 - kept for retry, reason recorded
-                    failed.append(row_id)
-                    last_error = f"{type(exc).__name__}: {exc}"[:1000]
+            last_error = last_error or send_error
             now = datetime.now(timezone.utc)
             if sent:
                 connection.execute(

@@ -1,0 +1,39 @@
+"""Delivery: wait for the broker to acknowledge records already handed to the producer.
+
+Shared by the dead-letter sink and the escalation relay: flush with a time limit, then split what
+was sent into delivered and undelivered, keeping the last error for the record.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
+
+T = TypeVar("T")
+
+
+def await_delivery(
+    producer: KafkaProducer, pending: list[tuple[T, FutureRecordMetadata | None]], timeout_s: float
+) -> tuple[list[T], list[T], str | None]:
+    """Returns (delivered, undelivered, last error). A None future is a send that never started."""
+    if not pending:
+        return [], [], None
+    try:
+        producer.flush(timeout=timeout_s)
+    except KafkaError:
+        pass  # the futures below say which records made it
+    delivered, undelivered, last_error = [], [], None
+    for item, future in pending:
+        if future is not None and future.is_done and future.succeeded():
+            delivered.append(item)
+            continue
+        undelivered.append(item)
+        if future is not None and future.is_done:
+            exc = future.exception
+            last_error = f"{type(exc).__name__}: {exc}"[:1000]
+        elif future is not None:
+            last_error = f"not acknowledged within {timeout_s}s"
+    return delivered, undelivered, last_error
