@@ -106,6 +106,12 @@ class WorkerProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def assignments(self) -> int:
+        """How many times the group gave this worker partitions (one per rebalance it took part in)."""
+        return sum(
+            1 for line in self.logs().splitlines() if '"partitions_assigned"' in line and '"partitions": []' not in line
+        )
+
 
 @pytest.fixture
 def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:

@@ -1,19 +1,23 @@
-"""App: the worker loop. Read this file top to bottom to follow a message through the system.
+"""App: the worker. Read this file top to bottom to follow a message through the system.
 
-    poll (source) -> micro-batch (batcher) -> decode -> classify -> triage
-      -> dead letters sent (deadletter) + results and outbox rows stored in one transaction (store)
-      -> dead letters acknowledged -> offsets committed (source) -> escalations relayed (relay)
+    main thread:   poll (source) -> micro-batch (batcher) -> submit ........ commit offsets (source)
+    stage threads:           prepare: decode + tokenize -> infer: classify + triage ->    ^
+                             store: dead letters sent, results and outbox rows in one ----'
+                                    transaction, dead letters acknowledged
+    relay thread:  escalation outbox -> escalation topic (relay)
 
-Offsets move only after everything before them is stored or dead-lettered, so a crash at any
-point replays work instead of losing it, and the idempotent store turns replays into no-ops.
-SIGTERM/SIGINT finish the batch in hand, commit, and leave the group; a second signal abandons
-the batch without committing (it will be replayed).
+The stages overlap (see pipeline): while the GPU runs one batch, the next is tokenized and the
+previous one stored. Offsets move only after everything before them is stored or dead-lettered,
+so a crash at any point replays work instead of losing it, and the idempotent store turns
+replays into no-ops. SIGTERM/SIGINT finish the batches in hand, commit, and leave the group;
+a second signal abandons them without committing (they will be replayed).
 """
 
 from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +28,12 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
 from worker.batcher import MicroBatcher
-from worker.classifier import ClassificationFailure, SentimentClassifier
+from worker.classifier import ClassificationFailure, Encoded, SentimentClassifier
 from worker.deadletter import DeadLetterSink
 from worker.decode import Decoder
 from worker.failpoints import failpoint
 from worker.logs import get_logger
+from worker.pipeline import Pipeline
 from worker.records import ClassifiedItem, FeedbackItem, RawRecord, Rejection
 from worker.relay import EscalationRelay
 from worker.settings import Settings
@@ -39,13 +44,15 @@ from worker.triage import TriagePolicy
 log = get_logger("worker.app")
 
 IDLE_POLL_MS = 500
+PAUSED_WAIT_S = 0.05
 RELAY_INTERVAL_S = 0.25
 INITIAL_BACKOFF_S = 0.5
 PRODUCER_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # dead letters carry whatever the input topic held
+STAGES = ("poll", "decode", "tokenize", "inference", "store", "commit", "relay")
 
 
 class Abandon(BaseException):
-    """Raised by a second stop signal: leave now without committing the batch in hand."""
+    """Raised by a second stop signal: leave now without committing the batches in hand."""
 
 
 @dataclass
@@ -57,12 +64,24 @@ class Totals:
     dead_lettered: int = 0
     relayed: int = 0
     batches: int = 0
-    # Wall-clock seconds spent in each stage, for benchmarks and capacity planning.
-    stage_s: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(
-            ("poll", "decode", "tokenize", "inference", "store", "commit", "relay"), 0.0
-        )
-    )
+    # Seconds each stage was busy, for benchmarks and capacity planning. Stages run in parallel,
+    # so these add up to more than the wall-clock time.
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+
+@dataclass
+class Batch:
+    """One micro-batch on its way through the stages; each stage fills in its part."""
+
+    records: list[RawRecord]
+    items: list[FeedbackItem] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    encoded: Encoded | None = None
+    classified: list[ClassifiedItem] = field(default_factory=list)
+    outcome: StoreOutcome = field(default_factory=lambda: StoreOutcome(0, 0, []))
+    stage_s: dict[str, float] = field(default_factory=dict)
+    inference_ms: float = 0.0
+    padded_tokens: int = 0
 
 
 class Worker:
@@ -73,7 +92,7 @@ class Worker:
         store: ResultStore,
         dead_letters: DeadLetterSink,
         relay: EscalationRelay,
-        source_factory: Callable[[Callable[[], None]], KafkaSource],
+        source_factory: Callable[[Callable[[], list[RawRecord]]], KafkaSource],
         on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
@@ -84,15 +103,15 @@ class Worker:
         self.decoder = Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)
         self.policy = TriagePolicy(settings.low_confidence_threshold)
         self.batcher = MicroBatcher(settings.max_batch_size, settings.max_wait_ms)
-        self._in_rebalance = False
         self.source = source_factory(self._on_revoke)
         self.on_close = on_close
         self.totals = Totals()
         self.abandoned = False
         self._stopping = False
-        self._last_relay = 0.0
+        self._relay_stop = threading.Event()
+        self._loop_ended = False
 
-    # --- the loop ----------------------------------------------------------------------------
+    # --- the main thread ---------------------------------------------------------------------
     def run(self, until: Callable[[Totals], bool] | None = None) -> Totals:
         """Consume until a stop signal (or `until(totals)` is true), then drain and leave the group."""
         log.info(
@@ -100,24 +119,40 @@ class Worker:
             **self.classifier.describe(),
             topic=self.settings.input_topic,
             group_id=self.settings.group_id,
+            pipeline_depth=self.settings.pipeline_depth,
         )
+        self.pipeline: Pipeline[Batch] = Pipeline(
+            [("prepare", self.prepare), ("infer", self.infer), ("store", self.store_batch)],
+            depth=self.settings.pipeline_depth,
+        )
+        relay_thread = threading.Thread(target=self._relay_loop, name="relay", daemon=True)
+        relay_thread.start()
         try:
             while not self._stopping and not (until and until(self.totals)):
+                self._commit_finished(wait_s=0)
+                if self.pipeline.full():
+                    self._wait_for_room()
+                    continue
                 wait_ms = self.batcher.time_left_ms() if self.batcher.pending else IDLE_POLL_MS
                 polled_at = time.perf_counter()
                 self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
                 self.totals.stage_s["poll"] += time.perf_counter() - polled_at
                 failpoint("after_poll")
                 if self.batcher.ready():
-                    self.process(self.batcher.take())
-                self._relay(force=False)
-            self._flush_pending()
-            self._relay(force=True)
+                    self.pipeline.submit(Batch(self.batcher.take()))
+            for batch in self._drain():
+                self._commit_finished_batch(batch)
+            self._loop_ended = True
+            self.pipeline.close()
+            self._relay_stop.set()
+            relay_thread.join()
         except Abandon:
+            self._loop_ended = True
             self.abandoned = True
-            log.warning("batch_abandoned", events=len(self.batcher.pending))
+            log.warning("batch_abandoned", events=len(self.batcher.pending), batches_in_flight=self.pipeline.in_flight)
         finally:
             signal.alarm(0)
+            self._relay_stop.set()
             self.source.close()
             self.on_close()
             log.info(
@@ -127,46 +162,108 @@ class Worker:
             )
         return self.totals
 
-    def process(self, records: list[RawRecord]) -> None:
-        """Decode, classify, triage, store and dead-letter one batch, then commit its offsets."""
-        started = time.perf_counter()
-        items: list[FeedbackItem] = []
-        rejections: list[Rejection] = []
-        for record in records:
-            decoded = self.decoder.decode(record)
-            (items if isinstance(decoded, FeedbackItem) else rejections).append(decoded)  # type: ignore[arg-type]
-        decoded_at = time.perf_counter()
+    def _wait_for_room(self) -> None:
+        """Every slot is taken (a slow stage or an outage): stop fetching, keep the group, wait.
 
-        classified: list[ClassifiedItem] = []
-        predictions = self.classifier.predict([item.text for item in items])
-        stats = self.classifier.last_stats if items else None
-        inference_ms = stats.inference_ms if stats else 0.0
-        for item, prediction in zip(items, predictions, strict=True):
+        Partitions stay paused until a batch comes out; polls continue so the consumer keeps its
+        membership (and may see a rebalance, whose callback drains the pipeline).
+        """
+        self.source.pause_all()
+        try:
+            while self.pipeline.full() and not self._stopping:
+                self.source.poll(0, 1)  # nothing is fetched while paused
+                self._commit_finished(wait_s=PAUSED_WAIT_S)
+        finally:
+            self.source.resume_all()
+
+    def _drain(self) -> list[Batch]:
+        """Push out the batch being gathered and wait until every batch in flight is finished."""
+        if self.batcher.pending:
+            self.pipeline.submit(Batch(self.batcher.take()))
+        drained: list[Batch] = []
+        while self.pipeline.in_flight:
+            drained += self.pipeline.finished(PAUSED_WAIT_S)
+        return drained
+
+    def _on_revoke(self) -> list[RawRecord]:
+        """Before partitions move: finish every batch in hand; the source commits their offsets.
+
+        Runs on the consumer's network thread while the main thread waits inside `poll`. After
+        the loop has ended (a clean stop drained everything; an abandon must commit nothing) it
+        hands back nothing.
+        """
+        if self._loop_ended:
+            return []
+        records: list[RawRecord] = []
+        for batch in self._drain():
+            self.account(batch, committed="on_revoke")
+            records += batch.records
+        return records
+
+    def _commit_finished(self, wait_s: float) -> None:
+        for batch in self.pipeline.finished(wait_s):
+            self._commit_finished_batch(batch)
+
+    def _commit_finished_batch(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        committed = self.source.commit(batch.records)
+        batch.stage_s["commit"] = time.perf_counter() - started
+        failpoint("after_commit")
+        self.account(batch, committed)
+
+    # --- the stages (each runs in its own thread, one batch at a time, in order) -------------
+    def prepare(self, batch: Batch) -> Batch:
+        """Decode the records and tokenize the valid ones."""
+        started = time.perf_counter()
+        for record in batch.records:
+            decoded = self.decoder.decode(record)
+            (batch.items if isinstance(decoded, FeedbackItem) else batch.rejections).append(decoded)  # type: ignore[arg-type]
+        decoded_at = time.perf_counter()
+        batch.encoded = self.classifier.encode([item.text for item in batch.items])
+        batch.stage_s["decode"] = decoded_at - started
+        batch.stage_s["tokenize"] = time.perf_counter() - decoded_at
+        return batch
+
+    def infer(self, batch: Batch) -> Batch:
+        """Classify and triage; a text the model cannot take becomes a dead letter."""
+        assert batch.encoded is not None
+        started = time.perf_counter()
+        predictions = self.classifier.classify(batch.encoded)
+        stats = self.classifier.last_stats
+        batch.inference_ms = stats.inference_ms if stats else 0.0
+        batch.padded_tokens = stats.padded_tokens if stats else 0
+        batch.encoded = None  # the tensors are no longer needed
+        for item, prediction in zip(batch.items, predictions, strict=True):
             if isinstance(prediction, ClassificationFailure):
-                rejections.append(Rejection(item.record, "classification_failed", prediction.message))
+                batch.rejections.append(Rejection(item.record, "classification_failed", prediction.message))
                 continue
-            classified.append(
+            batch.classified.append(
                 ClassifiedItem(
                     item=item,
                     prediction=prediction,
                     decision=self.policy.decide(prediction),
                     model=self.classifier.model_name,
-                    inference_ms=inference_ms,
-                    batch_size=len(items),
+                    inference_ms=batch.inference_ms,
+                    batch_size=len(batch.items),
                 )
             )
+        batch.stage_s["inference"] = time.perf_counter() - started
+        return batch
 
-        classified_at = time.perf_counter()
-        self.dead_letters.send(rejections)
-        outcome = self._store_with_retry(classified)
-        stored_at = time.perf_counter()
+    def store_batch(self, batch: Batch) -> Batch:
+        """Send dead letters, store results and outbox rows in one transaction, await the dead letters."""
+        started = time.perf_counter()
+        self.dead_letters.send(batch.rejections)
+        batch.outcome = self._store_with_retry(batch.classified)
         failpoint("after_store")
         self._deliver_dead_letters()
-        committed = self.source.commit(records)
-        committed_at = time.perf_counter()
-        failpoint("after_commit")
+        batch.stage_s["store"] = time.perf_counter() - started
+        return batch
 
-        for rejection in rejections:
+    # --- back on the main thread -------------------------------------------------------------
+    def account(self, batch: Batch, committed: object) -> None:
+        """Count and log a batch whose offsets were just committed."""
+        for rejection in batch.rejections:
             log.warning(
                 "event_dead_lettered",
                 error_class=rejection.error_class,
@@ -175,54 +272,35 @@ class Worker:
                 partition=rejection.record.partition,
                 offset=rejection.record.offset,
             )
+        outcome = batch.outcome
         if outcome.duplicates:
             log.warning("duplicate_events_skipped", event_ids=outcome.duplicates[:50], count=len(outcome.duplicates))
-        self.totals.consumed += len(records)
+        self.totals.consumed += len(batch.records)
         self.totals.stored += outcome.inserted
         self.totals.duplicates += len(outcome.duplicates)
         self.totals.escalated += outcome.escalations
-        self.totals.dead_lettered += len(rejections)
+        self.totals.dead_lettered += len(batch.rejections)
         self.totals.batches += 1
-        stages = self.totals.stage_s
-        stages["decode"] += decoded_at - started
-        stages["tokenize"] += (stats.tokenize_ms / 1000) if stats else 0.0
-        stages["inference"] += (classified_at - decoded_at) - ((stats.tokenize_ms / 1000) if stats else 0.0)
-        stages["store"] += stored_at - classified_at
-        stages["commit"] += committed_at - stored_at
+        for stage, seconds in batch.stage_s.items():
+            self.totals.stage_s[stage] += seconds
         log.info(
             "batch_stored",
-            events=len(records),
+            events=len(batch.records),
             stored=outcome.inserted,
             escalated=outcome.escalations,
-            dead_lettered=len(rejections),
+            dead_lettered=len(batch.rejections),
             duplicates=len(outcome.duplicates),
-            tokenize_ms=round(stats.tokenize_ms, 2) if stats else 0.0,
-            inference_ms=round(inference_ms, 2),
-            padded_tokens=stats.padded_tokens if stats else 0,
-            store_ms=round((stored_at - classified_at) * 1000, 2),
-            commit_ms=round((committed_at - stored_at) * 1000, 2),
-            total_ms=round((time.perf_counter() - started) * 1000, 2),
+            padded_tokens=batch.padded_tokens,
+            **{f"{stage}_ms": round(seconds * 1000, 2) for stage, seconds in batch.stage_s.items()},
             committed=committed,
         )
 
-    # --- helpers -----------------------------------------------------------------------------
-    def _flush_pending(self) -> None:
-        """Process what the batcher holds; called at shutdown and when partitions are revoked."""
-        if self.batcher.pending:
-            self.process(self.batcher.take())
-
-    def _on_revoke(self) -> None:
-        """Runs inside the consumer's poll: store and commit what we hold before partitions move."""
-        self._in_rebalance = True
-        try:
-            self._flush_pending()
-        finally:
-            self._in_rebalance = False
-
+    # --- waiting out outages (store thread) --------------------------------------------------
     def _store_with_retry(self, classified: list[ClassifiedItem]) -> StoreOutcome:
         """Store the batch, waiting out a database outage with backoff for as long as it lasts.
 
-        Nothing of this batch is committed meanwhile, so a crash or an abandon replays it.
+        Nothing of this batch is committed meanwhile (the main thread keeps polling with its
+        partitions paused once the pipeline is full), so a crash or an abandon replays it.
         Errors that are not about the connection (a bad schema, a constraint) are raised.
         """
         delay = INITIAL_BACKOFF_S
@@ -233,7 +311,7 @@ class Worker:
                 if not _is_transient(exc):
                     raise
                 log.warning("store_retry", delay_s=delay, error=type(exc.orig).__name__)
-            self._wait_out_outage(delay)
+            time.sleep(delay)
             delay = min(delay * 2, self.settings.retry_max_backoff_s)
 
     def _deliver_dead_letters(self) -> None:
@@ -241,52 +319,39 @@ class Worker:
         delay = INITIAL_BACKOFF_S
         while undelivered := self.dead_letters.flush():
             log.warning("dead_letter_retry", count=len(undelivered), delay_s=delay)
-            self._wait_out_outage(delay)
+            time.sleep(delay)
             self.dead_letters.send(undelivered)
             delay = min(delay * 2, self.settings.retry_max_backoff_s)
 
-    def _wait_out_outage(self, seconds: float) -> None:
-        """Sleep `seconds` without leaving the consumer group: partitions paused, polls kept up.
+    # --- the relay thread --------------------------------------------------------------------
+    def _relay_loop(self) -> None:
+        """Publish outbox rows until none is pending, then look again after RELAY_INTERVAL_S.
 
-        A rebalance can still happen in these polls; records of newly assigned partitions join
-        the batcher and are processed after the batch in hand. Inside a rebalance callback the
-        consumer must not be polled, so there it only sleeps.
+        At a clean stop it publishes what is left; an abandoned worker leaves that to the next one.
         """
-        if self._in_rebalance:
-            time.sleep(seconds)
-            return
-        self.source.pause_all()
-        try:
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                self.batcher.add(self.source.poll(int(min(left, 0.5) * 1000) + 1, self.batcher.room()))
-        finally:
-            self.source.resume_all()
+        while not self._relay_stop.wait(RELAY_INTERVAL_S):
+            self._relay()
+        if not self.abandoned:
+            self._relay()
 
-    def _relay(self, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_relay < RELAY_INTERVAL_S:
-            return
-        self._last_relay = now
+    def _relay(self) -> None:
+        started = time.monotonic()
         try:
-            self._relay_rounds(force)
-        finally:
-            self.totals.stage_s["relay"] += time.monotonic() - now
-
-    def _relay_rounds(self, force: bool) -> None:
-        while True:
-            try:
+            while True:
                 published, failed = self.relay.publish_pending()
-            except DBAPIError as exc:
-                log.warning("relay_failed", error=type(exc.orig).__name__)
-                return
-            self.totals.relayed += published
-            if published:
-                log.info("escalations_published", count=published, failed=failed)
-            if failed:
-                log.warning("escalations_unpublished", count=failed)
-            if not force or published == 0 or failed:
-                return
+                self.totals.relayed += published
+                if published:
+                    log.info("escalations_published", count=published, failed=failed)
+                if failed:
+                    log.warning("escalations_unpublished", count=failed)
+                if published == 0 or failed:
+                    return
+        except DBAPIError as exc:
+            log.warning("relay_failed", error=type(exc.orig).__name__)
+        except Exception as exc:  # noqa: BLE001 - the outbox keeps the rows; try again next round
+            log.error("relay_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            self.totals.stage_s["relay"] += time.monotonic() - started
 
     # --- signals -----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -42,6 +43,16 @@ class ClassificationFailure:
     """One text the model could not classify even alone (e.g. out of memory)."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Texts tokenized and cut into padded forward passes, ready for the device."""
+
+    features: list[dict[str, list[int]]]
+    lengths: list[int]
+    passes: list[tuple[list[int], dict[str, torch.Tensor]]]
+    tokenize_ms: float
 
 
 @dataclass(frozen=True)
@@ -149,38 +160,77 @@ class SentimentClassifier:
 
     def predict(self, texts: Sequence[str]) -> list[Prediction | ClassificationFailure]:
         """Classify `texts`; the answers come back in the same order."""
-        if not texts:
-            return []
+        return self.classify(self.encode(texts))
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Tokenize, plan the forward passes and pad each one into tensors (CPU work only).
+
+        Kept apart from `classify` so the worker can prepare the next batch while the device
+        runs this one. On CUDA the tensors are in pinned memory, so the copy does not block.
+        """
         started = time.perf_counter()
+        if not texts:
+            return Encoded([], [], [], 0.0)
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)
-        features = [{name: encoded[name][i] for name in encoded.keys()} for i in range(len(texts))]
+        names = list(encoded.keys())
+        features = [{name: encoded[name][i] for name in names} for i in range(len(texts))]
         lengths = [len(f["input_ids"]) for f in features]
-        tokenized = time.perf_counter()
-        results: list[Prediction | ClassificationFailure | None] = [None] * len(texts)
+        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.min_fill)
+        passes = [(indexes, self._pad([features[i] for i in indexes])) for indexes in plan]
+        return Encoded(features, lengths, passes, (time.perf_counter() - started) * 1000)
+
+    def classify(self, encoded: Encoded) -> list[Prediction | ClassificationFailure]:
+        """Run the planned forward passes; answers in the order of the texts given to `encode`."""
+        started = time.perf_counter()
+        results: list[Prediction | ClassificationFailure | None] = [None] * len(encoded.lengths)
         passes = padded = 0
-        for batch in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.min_fill):
-            for indexes, outcome in self._run_splitting_on_oom(batch, features):
+        for batch, tensors in encoded.passes:
+            for indexes, outcome in self._run_splitting_on_oom(batch, encoded.features, tensors):
                 passes += 1
-                padded += len(indexes) * max(lengths[i] for i in indexes)
+                padded += len(indexes) * max(encoded.lengths[i] for i in indexes)
                 for index, answer in zip(indexes, outcome, strict=True):
                     results[index] = answer
-        finished = time.perf_counter()
         self.last_stats = BatchStats(
-            texts=len(texts),
+            texts=len(encoded.lengths),
             forward_passes=passes,
             padded_tokens=padded,
-            real_tokens=sum(lengths),
-            tokenize_ms=(tokenized - started) * 1000,
-            inference_ms=(finished - tokenized) * 1000,
+            real_tokens=sum(encoded.lengths),
+            tokenize_ms=encoded.tokenize_ms,
+            inference_ms=(time.perf_counter() - started) * 1000,
         )
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
+    def _pad(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad one forward pass to its longest text (rounded up to `pad_multiple` on CUDA)."""
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_multiple:
+            longest = -(-longest // self.pad_multiple) * self.pad_multiple
+        left = self.tokenizer.padding_side == "left"
+        tensors = {}
+        for name in features[0]:
+            fill = (self.tokenizer.pad_token_id or 0) if name == "input_ids" else 0
+            array = np.full((len(features), longest), fill, dtype=np.int64)
+            for row, feature in enumerate(features):
+                values = feature[name]
+                if left:
+                    array[row, longest - len(values) :] = values
+                else:
+                    array[row, : len(values)] = values
+            tensor = torch.from_numpy(array)
+            tensors[name] = tensor.pin_memory() if self.device.type == "cuda" else tensor
+        return tensors
+
     def _run_splitting_on_oom(
-        self, indexes: list[int], features: list[dict[str, list[int]]]
+        self,
+        indexes: list[int],
+        features: list[dict[str, list[int]]],
+        tensors: dict[str, torch.Tensor] | None = None,
     ) -> list[tuple[list[int], list[Prediction | ClassificationFailure]]]:
         try:
-            return [(indexes, list(self._forward([features[i] for i in indexes])))]
+            if tensors is None:
+                tensors = self._pad([features[i] for i in indexes])
+            return [(indexes, self._forward(tensors))]
         except torch.OutOfMemoryError as exc:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -191,10 +241,9 @@ class SentimentClassifier:
                 indexes[half:], features
             )
 
-    def _forward(self, features: list[dict[str, list[int]]]) -> list[Prediction]:
-        batch = self.tokenizer.pad(features, pad_to_multiple_of=self.pad_multiple, return_tensors="pt")
+    def _forward(self, tensors: dict[str, torch.Tensor]) -> list[Prediction]:
         non_blocking = self.device.type == "cuda"
-        inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in tensors.items()}
         with torch.inference_mode():
             logits = self.model(**inputs).logits
             probs = torch.softmax(logits.float(), dim=-1).cpu()
@@ -207,5 +256,5 @@ class SentimentClassifier:
                 negative_prob=float(n),
                 raw_label=self.raw_labels[int(b)],
             )
-            for s, b, n in zip(scores, best, negative, strict=True)
+            for s, b, n in zip(scores.tolist(), best.tolist(), negative.tolist(), strict=True)
         ]

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=4096)
     max_batch_tokens: int | None = Field(None, ge=64)  # None: chosen for the device (see classifier)
     max_wait_ms: int = Field(50, ge=0, le=60_000)
+    # Micro-batches between poll and commit (being decoded, classified or stored) before the
+    # worker pauses its partitions; 3 keeps every stage busy.
+    pipeline_depth: int = Field(3, ge=1, le=64)
 
     # --- Triage ------------------------------------------------------------------------------
     low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)

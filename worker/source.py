@@ -3,16 +3,20 @@
 Auto-commit is off. The worker calls `commit(records)` only after those records are stored
 (or dead-lettered); the committed offset of each partition is the highest processed offset + 1.
 Because every batch holds everything polled before it, the committed prefix is always whole.
-On a rebalance, `on_revoke` runs before partitions are taken away, so the worker can store and
-commit what it holds for them. While a dependency is down the worker pauses every partition and
-keeps polling: it stays in the group without fetching more.
+On a rebalance, `on_revoke` runs before partitions are taken away: the worker finishes the
+batches it holds and hands back their records, whose offsets are committed before the group
+moves on. kafka-python 3 runs the listener on its network thread, where the blocking `commit`
+is refused, so the listener is async and awaits the commit instead. While the worker's
+pipeline is full (a slow stage, or a dependency down) it pauses every partition and keeps
+polling: it stays in the group without fetching more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -25,16 +29,39 @@ log = get_logger("worker.source")
 COMMIT_TIMEOUT_MS = 10_000
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_revoke: Callable[[], None]) -> None:
+def next_offsets(records: Iterable[RawRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Per partition, the offset after the highest record: what a commit of `records` stores."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+
+
+def _describe(offsets: dict[TopicPartition, OffsetAndMetadata]) -> dict[str, int]:
+    return {f"{tp.topic}:{tp.partition}": meta.offset for tp, meta in offsets.items()}
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer, on_revoke: Callable[[], list[RawRecord]]) -> None:
+        self.consumer = consumer
         self.on_revoke = on_revoke
 
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
-        if revoked:
-            self.on_revoke()
+        if not revoked:
+            return
+        offsets = next_offsets(self.on_revoke())
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit_async(offsets)
+        except KafkaError as exc:
+            log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}", during="rebalance")
+            return
+        log.info("offsets_committed_on_revoke", committed=_describe(offsets))
 
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -52,10 +79,10 @@ def build_consumer(settings: Settings) -> KafkaConsumer:
 
 
 class KafkaSource:
-    def __init__(self, consumer: KafkaConsumer, topic: str, on_revoke: Callable[[], None]) -> None:
+    def __init__(self, consumer: KafkaConsumer, topic: str, on_revoke: Callable[[], list[RawRecord]]) -> None:
         self.consumer = consumer
         self.topic = topic
-        consumer.subscribe([topic], listener=_Rebalance(on_revoke))
+        consumer.subscribe([topic], listener=_Rebalance(consumer, on_revoke))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
@@ -81,20 +108,15 @@ class KafkaSource:
         A failed commit (the group moved on during a rebalance) is logged, not raised: the
         records will be delivered again and the idempotent store drops the repeats.
         """
-        next_offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            next_offsets[tp] = max(next_offsets.get(tp, 0), record.offset + 1)
-        if not next_offsets:
+        offsets = next_offsets(records)
+        if not offsets:
             return {}
         try:
-            self.consumer.commit(
-                {tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()}, timeout_ms=COMMIT_TIMEOUT_MS
-            )
+            self.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except (CommitFailedError, KafkaError) as exc:
             log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
             return {}
-        return {f"{tp.topic}:{tp.partition}": o for tp, o in next_offsets.items()}
+        return _describe(offsets)
 
     def pause_all(self) -> None:
         """Stop fetching (while a dependency is down) but keep polling, so the group keeps us."""

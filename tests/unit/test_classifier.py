@@ -71,10 +71,10 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
     real_forward = classifier._forward
     poison_length = 64  # only the over-long text reaches the model limit
 
-    def forward(features):  # type: ignore[no-untyped-def]
-        if any(len(f["input_ids"]) == poison_length for f in features):
+    def forward(tensors):  # type: ignore[no-untyped-def]
+        if int(tensors["attention_mask"].sum(dim=1).max()) == poison_length:
             raise torch.OutOfMemoryError("simulated")
-        return real_forward(features)
+        return real_forward(tensors)
 
     monkeypatch.setattr(classifier, "_forward", forward)
     results = classifier.predict(TEXTS)
