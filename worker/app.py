@@ -380,6 +380,7 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
         label_map=settings.label_map,
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
+        compile_model=settings.torch_compile,
     )
     engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True, pool_size=2)
     producer = KafkaProducer(

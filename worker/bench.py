@@ -18,10 +18,12 @@ import csv
 import gzip
 import json
 import math
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -102,15 +104,20 @@ def random_bert_base(tokenizer_dir: str, target: Path) -> str:
 
 
 # --- model mode ---------------------------------------------------------------------------------
-def bench_model(
-    model: str, device: str, texts: list[str], max_batch_size: int, max_batch_tokens: int
-) -> dict[str, Any]:
+def bench_model(settings: Settings, texts: list[str]) -> dict[str, Any]:
     import torch
     from transformers import pipeline
 
     from worker.classifier import Prediction, SentimentClassifier
 
-    ours = SentimentClassifier(model, device=device, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+    model = settings.model
+    ours = SentimentClassifier(
+        model,
+        device=settings.device,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        compile_model=settings.torch_compile,
+    )
     baseline = pipeline(
         "text-classification",
         model=model,
@@ -118,9 +125,8 @@ def bench_model(
         dtype=torch.float16 if ours.device.type == "cuda" else torch.float32,
     )
     tokens = [len(ids) for ids in ours.tokenizer(texts, truncation=True, max_length=ours.max_length)["input_ids"]]
-    warm = texts[:64]
-    baseline(warm, batch_size=64, truncation=True)
-    ours.predict(warm)
+    baseline(texts[:64], batch_size=64, truncation=True)
+    ours.predict(texts[:1024])  # a few shapes, so a compiled model is compiled before the clock starts
 
     def timed(fn: Any) -> tuple[Any, float]:
         if ours.device.type == "cuda":
@@ -157,26 +163,36 @@ def bench_model(
         "max_score_diff": float(f"{max_diff:.2e}"),
         "ours_forward_passes": stats.forward_passes if stats else 0,
         "ours_padding_overhead": round(stats.padded_tokens / stats.real_tokens - 1, 3) if stats else 0,
-        "max_batch_size": max_batch_size,
+        "max_batch_size": settings.max_batch_size,
         "max_batch_tokens": ours.max_batch_tokens,
+        "torch_compile": settings.torch_compile,
     }
 
 
 # --- e2e mode -----------------------------------------------------------------------------------
-def bench_e2e(base: Settings, texts: list[str], events: int, partitions: int, rate: float) -> dict[str, Any]:
-    from kafka import KafkaProducer
-    from sqlalchemy import create_engine, text
+def bench_e2e(
+    base: Settings, texts: list[str], events: int, partitions: int, rate: float, workers: int
+) -> dict[str, Any]:
+    """`workers` worker processes in one group on a real broker and database; see the module doc.
 
-    from worker.app import build_worker
+    Throughput is stored events over the span from the first stored row to the last row stored
+    or escalation published, so Tansu's group-join wait is left out.
+    """
+    from kafka import KafkaProducer
+
     from worker.local_services import local_stack
 
     payloads = [
         json.dumps({"event_id": f"bench-{i}", "text": texts[i % len(texts)], "product": f"p{i % 7}"}).encode()
         for i in range(events)
     ]
+    expected = events + (1 if rate else 0)
     # The poll interval must outlast a CPU batch of long reviews with a real model (about 3 s here);
     # Tansu holds every group join for that long, which `events_per_s` leaves out.
-    with local_stack(base, partitions=partitions, max_poll_interval_ms=15_000) as (settings, broker):
+    with (
+        local_stack(base, partitions=partitions, max_poll_interval_ms=15_000) as (settings, broker),
+        tempfile.TemporaryDirectory() as logs,
+    ):
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=5)
 
         def produce() -> None:
@@ -187,63 +203,116 @@ def bench_e2e(base: Settings, texts: list[str], events: int, partitions: int, ra
                 producer.send(settings.input_topic, key=f"bench-{i}".encode(), value=payload)
             producer.flush()
 
-        worker = build_worker(settings)
-        feeder = threading.Thread(target=produce, daemon=True)
         if rate:
-            # Steady load starts once the worker is in the group (a warm-up event is stored), so the
+            # Steady load starts once the group is formed (the warm-up event is stored), so the
             # latency measured is the worker's, not Tansu's group-join wait.
             producer.send(
                 settings.input_topic, key=b"warmup", value=json.dumps({"event_id": "warmup", "text": "ok"}).encode()
             )
             producer.flush()
         else:
-            produce()  # a backlog: everything is waiting before the worker starts
-
-        def until(t: Any) -> bool:
-            if rate and t.stored >= 1 and not feeder.is_alive() and not feeder.ident:
-                feeder.start()
-            return t.stored + t.dead_lettered >= events + (1 if rate else 0)
-
+            produce()  # a backlog: everything is waiting before the workers start
         started = time.perf_counter()
-        # Replays after a rebalance are consumed again but stored once: count what was handled.
-        totals = worker.run(until=until)
-        elapsed = time.perf_counter() - started
-        producer.close()
-        engine = create_engine(settings.sqlalchemy_url())
-        with engine.connect() as connection:
-            row = connection.execute(
-                text(
-                    "select count(*), "
-                    "extract(epoch from max(processed_at) - min(processed_at)), "
-                    "percentile_cont(0.5) within group (order by extract(epoch from processed_at - kafka_timestamp)), "
-                    "percentile_cont(0.99) within group (order by extract(epoch from processed_at - kafka_timestamp)) "
-                    "from feedback_results where event_id <> 'warmup'"
-                )
-            ).one()
-            unpublished = connection.execute(
-                text("select count(*) from escalation_outbox where published_at is null")
-            ).scalar_one()
-        engine.dispose()
-    stored, span_s, p50, p99 = row
-    busy = sum(totals.stage_s.values()) or 1.0
+        processes = [_start_worker(settings, Path(logs) / f"worker-{n}.log") for n in range(workers)]
+        try:
+            if rate:
+                _wait_for(settings, lambda rows, _: rows >= 1, processes)
+                produce()
+            _wait_for(settings, lambda rows, unpublished: rows >= expected and unpublished == 0, processes)
+            elapsed = time.perf_counter() - started
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
+            producer.close()
+        stopped = [_stopped_line(Path(logs) / f"worker-{n}.log") for n in range(workers)]
+        measured = _measure(settings)
+    busy: dict[str, float] = {}
+    for line in stopped:
+        for stage, seconds in line.get("stage_s", {}).items():
+            busy[stage] = busy.get(stage, 0.0) + seconds
+    total_busy = sum(busy.values()) or 1.0
     return {
         "mode": "e2e",
         "model": settings.model,
-        "device": worker.classifier.describe()["device"],
+        "device": settings.device,
+        "workers": workers,
         "events": events,
         "partitions": partitions,
         "rate": rate or "backlog",
-        "stored": stored,
-        "escalated": totals.escalated,
-        "escalations_published": totals.relayed,
-        "outbox_unpublished": unpublished,
+        **measured,
+        "escalated": sum(line.get("escalated", 0) for line in stopped),
+        "escalations_published": sum(line.get("relayed", 0) for line in stopped),
         "wall_s_including_group_join": round(elapsed, 2),
-        "events_per_s": round(stored / float(span_s), 1) if span_s else None,
+        "stage_busy_s": {k: round(v, 2) for k, v in busy.items()},
+        "stage_share": {k: round(v / total_busy, 3) for k, v in busy.items()},
+        "max_batch_size": settings.max_batch_size,
+        "pipeline_depth": settings.pipeline_depth,
+        "torch_compile": settings.torch_compile,
+    }
+
+
+def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")} | settings.as_env()
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log_file, stderr=log_file)
+
+
+def _wait_for(settings: Settings, done: Any, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Poll the database until `done(rows, unpublished)`; fail at once if a worker dies."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.sqlalchemy_url())
+    try:
+        while True:
+            with engine.connect() as connection:
+                rows = connection.execute(text("select count(*) from feedback_results")).scalar_one()
+                unpublished = connection.execute(
+                    text("select count(*) from escalation_outbox where published_at is null")
+                ).scalar_one()
+            if done(rows, unpublished):
+                return
+            if any(process.poll() is not None for process in processes):
+                raise RuntimeError("a worker process exited during the benchmark; see its log")
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def _stopped_line(log_path: Path) -> dict[str, Any]:
+    for line in reversed(log_path.read_text(errors="replace").splitlines()):
+        if '"worker_stopped"' in line:
+            return dict(json.loads(line))
+    raise RuntimeError(f"worker did not stop cleanly:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def _measure(settings: Settings) -> dict[str, Any]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.sqlalchemy_url())
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "select count(*), min(processed_at), max(processed_at), "
+                "percentile_cont(0.5) within group (order by extract(epoch from processed_at - kafka_timestamp)), "
+                "percentile_cont(0.99) within group (order by extract(epoch from processed_at - kafka_timestamp)) "
+                "from feedback_results where event_id <> 'warmup'"
+            )
+        ).one()
+        last_published, unpublished = connection.execute(
+            text("select max(published_at), count(*) filter (where published_at is null) from escalation_outbox")
+        ).one()
+    engine.dispose()
+    stored, first, last_stored, p50, p99 = row
+    last = max(last_stored, last_published or last_stored)
+    span = (last - first).total_seconds()
+    return {
+        "stored": stored,
+        "outbox_unpublished": unpublished,
+        "events_per_s": round(stored / span, 1) if span else None,
         "p50_ms": round(float(p50) * 1000, 1),
         "p99_ms": round(float(p99) * 1000, 1),
-        "stage_share": {k: round(v / busy, 3) for k, v in totals.stage_s.items()},
-        "max_batch_size": settings.max_batch_size,
-        "max_batch_tokens": worker.classifier.max_batch_tokens,
     }
 
 
@@ -266,6 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texts", type=Path, help="file of texts instead of synthetic reviews")
     parser.add_argument("--partitions", type=int, default=3, help="e2e: input topic partitions")
     parser.add_argument("--rate", type=float, default=0.0, help="e2e: produce at this many events/s (0: backlog)")
+    parser.add_argument("--workers", type=int, default=1, help="e2e: worker processes in the consumer group")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
     parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
     parser.add_argument("--json", type=Path, help="write the result here")
@@ -280,6 +351,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "device": args.device,
             "max_batch_size": args.max_batch_size,
             "max_batch_tokens": args.max_batch_tokens,
+            "torch_compile": args.compile or None,
         }.items()
         if value is not None
     }
@@ -288,19 +360,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             updates["model"] = random_bert_base(args.random_bert_base, Path(scratch) / "bert-base-random")
         settings = settings.model_copy(update=updates)
         if args.mode == "model":
-            result = bench_model(
-                settings.model, settings.device, texts, settings.max_batch_size, settings.max_batch_tokens
-            )
+            result = bench_model(settings, texts)
             summary = (
                 f"ratio={result['ratio']} ours_per_s={result['ours_per_s']} "
                 f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
                 f"label_agreement={result['label_agreement']} device={result['device']}"
             )
         else:
-            result = bench_e2e(settings, texts, args.events, args.partitions, args.rate)
+            result = bench_e2e(settings, texts, args.events, args.partitions, args.rate, args.workers)
             summary = (
                 f"events_per_s={result['events_per_s']} p50_ms={result['p50_ms']} p99_ms={result['p99_ms']} "
-                f"stored={result['stored']} device={result['device']}"
+                f"stored={result['stored']} workers={result['workers']} device={result['device']}"
             )
     print(json.dumps(result, indent=2))
     if args.json:

@@ -113,6 +113,7 @@ class SentimentClassifier:
         label_map: Mapping[str, str] | None = None,
         max_batch_size: int = 64,
         max_batch_tokens: int | None = None,
+        compile_model: bool = False,
     ) -> None:
         hf_logging.set_verbosity_error()  # our logs are JSON lines; keep library chatter off stderr
         hf_logging.disable_progress_bar()
@@ -128,6 +129,9 @@ class SentimentClassifier:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
         self.model.to(self.device).eval()
+        if compile_model:  # shapes vary per batch: compile once for dynamic batch and length
+            self.model = torch.compile(self.model, dynamic=True)
+        self.compiled = compile_model
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         try:
             self.labels = normalise_labels(id2label, label_map)
@@ -155,6 +159,7 @@ class SentimentClassifier:
             "dtype": str(self.dtype).removeprefix("torch."),
             "max_length": self.max_length,
             "max_batch_tokens": self.max_batch_tokens,
+            "compiled": self.compiled,
             "labels": {self.raw_labels[i]: s for i, s in self.labels.items()},
         }
 
@@ -180,19 +185,26 @@ class SentimentClassifier:
         return Encoded(features, lengths, passes, (time.perf_counter() - started) * 1000)
 
     def classify(self, encoded: Encoded) -> list[Prediction | ClassificationFailure]:
-        """Run the planned forward passes; answers in the order of the texts given to `encode`."""
+        """Run the planned forward passes; answers in the order of the texts given to `encode`.
+
+        Every pass is launched before any result is copied back, so on a GPU the host queues the
+        next pass while the device still runs the last one; the copies happen once, at the end.
+        """
         started = time.perf_counter()
         results: list[Prediction | ClassificationFailure | None] = [None] * len(encoded.lengths)
-        passes = padded = 0
+        launched: list[tuple[list[int], torch.Tensor | list[ClassificationFailure]]] = []
+        padded = 0
         for batch, tensors in encoded.passes:
             for indexes, outcome in self._run_splitting_on_oom(batch, encoded.features, tensors):
-                passes += 1
                 padded += len(indexes) * max(encoded.lengths[i] for i in indexes)
-                for index, answer in zip(indexes, outcome, strict=True):
-                    results[index] = answer
+                launched.append((indexes, outcome))
+        for indexes, outcome in launched:
+            answers = self._predictions(outcome) if isinstance(outcome, torch.Tensor) else outcome
+            for index, answer in zip(indexes, answers, strict=True):
+                results[index] = answer
         self.last_stats = BatchStats(
             texts=len(encoded.lengths),
-            forward_passes=passes,
+            forward_passes=len(launched),
             padded_tokens=padded,
             real_tokens=sum(encoded.lengths),
             tokenize_ms=encoded.tokenize_ms,
@@ -226,7 +238,7 @@ class SentimentClassifier:
         indexes: list[int],
         features: list[dict[str, list[int]]],
         tensors: dict[str, torch.Tensor] | None = None,
-    ) -> list[tuple[list[int], list[Prediction | ClassificationFailure]]]:
+    ) -> list[tuple[list[int], torch.Tensor | list[ClassificationFailure]]]:
         try:
             if tensors is None:
                 tensors = self._pad([features[i] for i in indexes])
@@ -241,12 +253,15 @@ class SentimentClassifier:
                 indexes[half:], features
             )
 
-    def _forward(self, tensors: dict[str, torch.Tensor]) -> list[Prediction]:
+    def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Launch one forward pass; returns class probabilities, still on the device."""
         non_blocking = self.device.type == "cuda"
         inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in tensors.items()}
         with torch.inference_mode():
-            logits = self.model(**inputs).logits
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            return torch.softmax(self.model(**inputs).logits.float(), dim=-1)
+
+    def _predictions(self, probs: torch.Tensor) -> list[Prediction]:
+        probs = probs.cpu()
         scores, best = probs.max(dim=-1)
         negative = probs[:, self.negative_index]
         return [

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     # Micro-batches between poll and commit (being decoded, classified or stored) before the
     # worker pauses its partitions; 3 keeps every stage busy.
     pipeline_depth: int = Field(3, ge=1, le=64)
+    torch_compile: bool = False  # torch.compile the model (dynamic shapes); see README, Performance
 
     # --- Triage ------------------------------------------------------------------------------
     low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)
@@ -155,6 +156,21 @@ class Settings(BaseSettings):
         if self.kafka_ssl_password:
             config["ssl_password"] = self.kafka_ssl_password.get_secret_value()
         return config
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as TRIAGE_* variables, to start a worker process with them (secrets included)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            env[f"TRIAGE_{name.upper()}"] = str(value)
+        return env
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings for a start-up log line; secrets stay masked (SecretStr dumps as '**********')."""
