@@ -45,6 +45,7 @@ WORDS = (
 LENGTH_MEDIAN_TOKENS = 184
 LENGTH_SIGMA = 0.8
 TOKENS_PER_WORD = 1.12
+STALL_S = 60  # e2e: give up when no row is stored or published for this long (includes a group join)
 
 
 def synthetic_reviews(n: int, seed: int = 0) -> list[str]:
@@ -187,6 +188,8 @@ def bench_e2e(
         for i in range(events)
     ]
     expected = events + (1 if rate else 0)
+    # Every text must be stored (the model truncates long ones), so none may trip the text limit.
+    base = base.model_copy(update={"max_text_chars": max(base.max_text_chars, *map(len, texts))})
     # The poll interval must outlast a CPU batch of long reviews with a real model (about 3 s here);
     # Tansu holds every group join for that long, which `events_per_s` leaves out.
     with (
@@ -260,10 +263,11 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
 
 
 def _wait_for(settings: Settings, done: Any, processes: list[subprocess.Popen[bytes]]) -> None:
-    """Poll the database until `done(rows, unpublished)`; fail at once if a worker dies."""
+    """Poll the database until `done(rows, unpublished)`; fail if a worker dies or nothing moves for a minute."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(settings.sqlalchemy_url())
+    last_seen, last_change = None, time.monotonic()
     try:
         while True:
             with engine.connect() as connection:
@@ -275,6 +279,10 @@ def _wait_for(settings: Settings, done: Any, processes: list[subprocess.Popen[by
                 return
             if any(process.poll() is not None for process in processes):
                 raise RuntimeError("a worker process exited during the benchmark; see its log")
+            if (rows, unpublished) != last_seen:
+                last_seen, last_change = (rows, unpublished), time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                raise RuntimeError(f"no progress for {STALL_S}s: {rows} rows stored, {unpublished} unpublished")
             time.sleep(0.2)
     finally:
         engine.dispose()
