@@ -72,6 +72,7 @@ def worker_env(broker: LocalBroker, database_url: str, checkpoint_pos_neg: Path)
         TRIAGE_KAFKA_MAX_POLL_INTERVAL_MS="3000",
         TRIAGE_KAFKA_SESSION_TIMEOUT_MS="3000",
         TRIAGE_SHUTDOWN_GRACE_S="20",
+        TRIAGE_METRICS_PORT="0",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from kafka import KafkaProducer
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from worker.batcher import MicroBatcher
@@ -33,6 +34,7 @@ from worker.deadletter import DeadLetterSink
 from worker.decode import Decoder
 from worker.failpoints import failpoint
 from worker.logs import get_logger
+from worker.metrics import CachedCheck, HealthServer, Metrics
 from worker.pipeline import Pipeline
 from worker.records import ClassifiedItem, FeedbackItem, RawRecord, Rejection
 from worker.relay import EscalationRelay
@@ -46,6 +48,7 @@ log = get_logger("worker.app")
 IDLE_POLL_MS = 500
 PAUSED_WAIT_S = 0.05
 RELAY_INTERVAL_S = 0.25
+LAG_INTERVAL_S = 5.0
 INITIAL_BACKOFF_S = 0.5
 PRODUCER_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # dead letters carry whatever the input topic held
 STAGES = ("poll", "decode", "tokenize", "inference", "store", "commit", "relay")
@@ -74,6 +77,8 @@ class Batch:
     """One micro-batch on its way through the stages; each stage fills in its part."""
 
     records: list[RawRecord]
+    submitted_at: float = field(default_factory=time.perf_counter)
+    queue_wait_s: float | None = None  # from leaving the batcher to the model starting on it
     items: list[FeedbackItem] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     encoded: Encoded | None = None
@@ -94,6 +99,7 @@ class Worker:
         relay: EscalationRelay,
         source_factory: Callable[[Callable[[], list[RawRecord]]], KafkaSource],
         on_close: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -105,6 +111,9 @@ class Worker:
         self.batcher = MicroBatcher(settings.max_batch_size, settings.max_wait_ms)
         self.source = source_factory(self._on_revoke)
         self.on_close = on_close
+        self.metrics = metrics or Metrics()
+        self.metrics.describe_model(classifier.describe())
+        self._lag_at = 0.0
         self.totals = Totals()
         self.abandoned = False
         self._stopping = False
@@ -140,6 +149,7 @@ class Worker:
                 failpoint("after_poll")
                 if self.batcher.ready():
                     self.pipeline.submit(Batch(self.batcher.take()))
+                self._report_progress()
             for batch in self._drain():
                 self._commit_finished_batch(batch)
             self._loop_ended = True
@@ -161,6 +171,13 @@ class Worker:
                 stage_s={k: round(v, 3) for k, v in self.totals.stage_s.items()},
             )
         return self.totals
+
+    def _report_progress(self) -> None:
+        """Pipeline occupancy now, and consumer lag every LAG_INTERVAL_S (from fetch metadata, no request)."""
+        self.metrics.in_flight.set(self.pipeline.in_flight)
+        if time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
+            self._lag_at = time.monotonic()
+            self.metrics.set_lag(self.source.lag())
 
     def _wait_for_room(self) -> None:
         """Every slot is taken (a slow stage or an outage): stop fetching, keep the group, wait.
@@ -228,6 +245,9 @@ class Worker:
         """Classify and triage; a text the model cannot take becomes a dead letter."""
         assert batch.encoded is not None
         started = time.perf_counter()
+        batch.queue_wait_s = (
+            started - batch.submitted_at - batch.stage_s.get("decode", 0.0) - batch.stage_s.get("tokenize", 0.0)
+        )
         predictions = self.classifier.classify(batch.encoded)
         stats = self.classifier.last_stats
         batch.inference_ms = stats.inference_ms if stats else 0.0
@@ -283,6 +303,7 @@ class Worker:
         self.totals.batches += 1
         for stage, seconds in batch.stage_s.items():
             self.totals.stage_s[stage] += seconds
+        self.metrics.observe_batch(batch, committed_at_ms=time.time() * 1000)
         log.info(
             "batch_stored",
             events=len(batch.records),
@@ -340,6 +361,7 @@ class Worker:
             while True:
                 published, failed = self.relay.publish_pending()
                 self.totals.relayed += published
+                self.metrics.published.inc(published)
                 if published:
                     log.info("escalations_published", count=published, failed=failed)
                 if failed:
@@ -373,7 +395,27 @@ def _is_transient(exc: DBAPIError) -> bool:
 
 
 def build_worker(settings: Settings, classifier: SentimentClassifier | None = None) -> Worker:
-    """Wire the real parts together from settings."""
+    """Wire the real parts together from settings.
+
+    The metrics port opens first, so `/healthz` answers (and `/readyz` says the model is not
+    loaded yet) while a large model loads.
+    """
+    engine = create_engine(
+        settings.sqlalchemy_url(), pool_pre_ping=True, pool_size=2, connect_args={"connect_timeout": 5}
+    )
+    metrics = Metrics()
+    loaded = threading.Event()
+    server = None
+    if settings.metrics_port is not None:
+        ready = CachedCheck(
+            lambda: {
+                "database": _database_reachable(engine),
+                "broker": _broker_reachable(settings.kafka_bootstrap_servers),
+                "model": loaded.is_set(),
+            }
+        )
+        server = HealthServer(settings.metrics_port, metrics, ready).start()
+        log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     classifier = classifier or SentimentClassifier(
         settings.model,
         device=settings.device,
@@ -382,7 +424,7 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
         max_batch_tokens=settings.max_batch_tokens,
         compile_model=settings.torch_compile,
     )
-    engine = create_engine(settings.sqlalchemy_url(), pool_pre_ping=True, pool_size=2)
+    loaded.set()
     producer = KafkaProducer(
         acks="all",
         linger_ms=5,
@@ -390,6 +432,13 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
         max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         **settings.kafka_common(),
     )
+
+    def close() -> None:
+        producer.close(timeout=10)
+        engine.dispose()
+        if server:
+            server.stop()
+
     return Worker(
         settings=settings,
         classifier=classifier,
@@ -399,5 +448,27 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
         ),
         relay=EscalationRelay(engine, producer, settings.escalation_topic, batch_size=settings.relay_batch_size),
         source_factory=lambda on_revoke: KafkaSource(build_consumer(settings), settings.input_topic, on_revoke),
-        on_close=lambda: (producer.close(timeout=10), engine.dispose()),
+        on_close=close,
+        metrics=metrics,
     )
+
+
+def _database_reachable(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        return True
+    except DBAPIError:
+        return False
+
+
+def _broker_reachable(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
+    """True when a TCP connection to any bootstrap server opens (TLS and SASL come after)."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

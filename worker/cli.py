@@ -1,4 +1,4 @@
-"""CLI: the `triage-worker` command and its verbs (run, migrate, classify, send, demo, bench, schemas).
+"""CLI: the `triage-worker` command and its verbs (run, migrate, classify, send, report, ack, demo, bench, schemas).
 
 Each verb builds the settings once, then hands off to the module that does the work.
 Configuration errors exit with status 2 and a message naming the TRIAGE_* variable.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("file", help="JSON-lines file, one event per line")
     send.add_argument("--topic", help="topic (default: TRIAGE_INPUT_TOPIC)")
 
+    report = verbs.add_parser("report", help="trend report: share negative by product, source or day")
+    report.add_argument("--since", default="7d", help="window: 24h, 7d, 4w ... (default: 7d)")
+    report.add_argument("--by", choices=["product", "source", "day"], default="product")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw share negative per day to a PNG")
+
+    ack = verbs.add_parser("ack", help="mark escalations as handled, so they leave the escalation backlog")
+    ack.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
+    ack.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who handled it (default: $USER)")
+
     demo = verbs.add_parser("demo", help="run everything locally on embedded Postgres and Tansu, print results")
     demo.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
 
@@ -68,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "send": _send,
         "demo": _demo,
         "schemas": _schemas,
+        "report": _report,
+        "ack": _ack,
         "bench": _bench,
     }[args.verb]
     try:
@@ -156,3 +169,51 @@ def _schemas(settings: Settings, args: argparse.Namespace) -> int:
     for path in write_schemas(args.out):
         print(path)
     return 0
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import create_engine
+
+    from worker import report
+
+    try:
+        since = report.parse_since(args.since)
+    except ValueError as exc:
+        print(f"triage-worker: {exc}", file=sys.stderr)
+        return 2
+    if args.plot and args.plot.suffix.lower() != ".png":
+        print(f"triage-worker: --plot writes a PNG; name the file *.png, got {args.plot}", file=sys.stderr)
+        return 2
+    engine = create_engine(settings.sqlalchemy_url())
+    try:
+        print(report.render(report.trend_rows(engine, since, args.by), args.by, args.format))
+        if args.plot:
+            points = report.daily_points(engine, since, args.by)
+            if not points:
+                print("triage-worker: no feedback in this window, no chart drawn", file=sys.stderr)
+                return 1
+            print(f"chart written to {report.plot(points, args.by, args.since, args.plot)}", file=sys.stderr)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _ack(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import create_engine
+
+    from worker.acks import acknowledge
+
+    engine = create_engine(settings.sqlalchemy_url())
+    try:
+        outcome = acknowledge(engine, args.event_ids, args.by)
+    finally:
+        engine.dispose()
+    for label, ids in (
+        ("acknowledged", outcome.acknowledged),
+        ("already acknowledged", outcome.already),
+        ("not escalated, nothing to acknowledge", outcome.not_escalated),
+        ("unknown event id", outcome.unknown),
+    ):
+        for event_id in ids:
+            print(f"{event_id}: {label}", file=sys.stdout if label.startswith(("ack", "already")) else sys.stderr)
+    return 0 if outcome.ok else 1

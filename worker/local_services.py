@@ -179,6 +179,7 @@ def local_stack(
                 "database_url": type(base.database_url)(postgres.url),
                 "kafka_max_poll_interval_ms": max_poll_interval_ms,
                 "kafka_session_timeout_ms": min(max_poll_interval_ms, 10_000),
+                "metrics_port": 0,  # a free port each, so several local workers never collide
             }
         )
         migrate.upgrade(settings.sqlalchemy_url())

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
     shutdown_grace_s: float = Field(30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # /metrics, /healthz and /readyz; 0 picks a free port (logged), "off" (or empty) turns them off.
+    metrics_port: int | None = Field(9108, ge=0, le=65535)
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off", "none") else value
 
     @field_validator(
         "kafka_bootstrap_servers", "input_topic", "escalation_topic", "dead_letter_topic", "group_id", "model"
@@ -162,6 +169,8 @@ class Settings(BaseSettings):
         env = {}
         for name, value in self.model_dump().items():
             if value is None:
+                if name == "metrics_port":
+                    env["TRIAGE_METRICS_PORT"] = "off"
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

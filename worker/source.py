@@ -83,11 +83,14 @@ class KafkaSource:
         self.consumer = consumer
         self.topic = topic
         consumer.subscribe([topic], listener=_Rebalance(consumer, on_revoke))
+        self._next_offsets: dict[TopicPartition, int] = {}  # after the last record polled, for lag
 
     def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
         records = []
-        for messages in polled.values():
+        for tp, messages in polled.items():
+            if messages:
+                self._next_offsets[tp] = messages[-1].offset + 1
             for m in messages:
                 records.append(
                     RawRecord(
@@ -117,6 +120,19 @@ class KafkaSource:
             log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
             return {}
         return _describe(offsets)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition, records between the last one polled and the high watermark.
+
+        The watermark comes with every fetch response, so this sends no request; partitions not
+        polled from yet are left out. (Tansu reports watermarks loosely; Apache Kafka exactly.)
+        """
+        lag = {}
+        for tp in self.consumer.assignment():
+            highwater, polled = self.consumer.highwater(tp), self._next_offsets.get(tp)
+            if highwater is not None and polled is not None:
+                lag[(tp.topic, tp.partition)] = max(highwater - polled, 0)
+        return lag
 
     def pause_all(self) -> None:
         """Stop fetching (while a dependency is down) but keep polling, so the group keeps us."""

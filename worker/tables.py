@@ -46,6 +46,8 @@ feedback_results = Table(
     Column("batch_size", Integer),
     Column("text", Text),
     Column("metadata", JSONB),
+    Column("acknowledged_at", DateTime(timezone=True)),  # set by `triage-worker ack`
+    Column("acknowledged_by", Text),
 )
 
 escalation_outbox = Table(
