@@ -1,0 +1,56 @@
+"""A running worker serves /metrics, /healthz and /readyz with the counts of what it processed."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.services import WorkerProcess, produce, scalar, wait_until
+from worker.local_services import LocalBroker, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except OSError:
+        return 0, b""
+
+
+def test_metrics_health_and_readiness(
+    broker: LocalBroker, database_url: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    events: list[tuple[bytes | None, bytes]] = [
+        (None, json.dumps({"event_id": f"m-{i}", "text": f"review {i}", "product": "p"}).encode()) for i in range(30)
+    ]
+    events.append((None, b"not json"))
+    produce(broker.bootstrap_servers, events)
+    port = free_port()
+    worker = start_worker(TRIAGE_METRICS_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: get(f"{base}/healthz")[0] == 200, 60, "/healthz")
+    wait_until(lambda: scalar(database_url, "select count(*) from feedback_results") == 30, 120, "rows stored")
+
+    def sample(name: str, **labels: str) -> float:
+        body = get(f"{base}/metrics")[1].decode()
+        for family in text_string_to_metric_families(body):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return -1.0
+
+    wait_until(lambda: sample("triage_events_consumed_total") == 31, 30, "the last batch counted")
+    assert sample("triage_events_stored_total") == 30
+    assert sample("triage_events_dead_lettered_total", reason="invalid_json") == 1
+    assert sample("triage_end_to_end_seconds_count") == 31
+    assert sample("triage_model_info", device="cpu") == 1
+    status, body = get(f"{base}/readyz")
+    assert status == 200 and json.loads(body)["checks"] == {"database": True, "broker": True, "model": True}
+    assert worker.stop() == 0
+    assert '"metrics_listening"' in worker.logs()

@@ -1,0 +1,116 @@
+"""Metrics: what a batch adds, the HTTP endpoints, and the Grafana dashboard against what is exported."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.app import Batch
+from worker.metrics import HealthServer, Metrics
+from worker.records import RawRecord, Rejection
+from worker.store import StoreOutcome
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = json.loads((ROOT / "observability/grafana/dashboards/feedback-triage.json").read_text())
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def record(offset: int, timestamp_ms: int | None = 1_000) -> RawRecord:
+    return RawRecord("feedback.events", 0, offset, None, b"{}", timestamp_ms, ())
+
+
+def scrape(metrics: Metrics) -> dict[str, float]:
+    from prometheus_client import generate_latest
+
+    samples = {}
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_a_committed_batch_updates_counters_and_histograms() -> None:
+    metrics = Metrics()
+    batch = Batch(records=[record(i) for i in range(5)])
+    batch.rejections = [Rejection(batch.records[4], "invalid_json", "value is not JSON")]
+    batch.outcome = StoreOutcome(inserted=3, escalations=2, duplicates=["x"])
+    batch.padded_tokens, batch.queue_wait_s = 640, 0.02
+    batch.stage_s = {"inference": 0.1, "store": 0.03}
+    metrics.observe_batch(batch, committed_at_ms=3_000)
+    got = scrape(metrics)
+    assert got["triage_events_consumed_total"] == 5
+    assert got["triage_events_stored_total"] == 3 and got["triage_events_escalated_total"] == 2
+    assert got["triage_events_duplicate_total"] == 1
+    assert got["triage_events_dead_lettered_total{reason=invalid_json}"] == 1
+    assert got["triage_batch_padded_tokens_sum"] == 640 and got["triage_batch_events_count"] == 1
+    assert got["triage_end_to_end_seconds_count"] == 5 and got["triage_end_to_end_seconds_sum"] == 10.0
+    metrics.set_lag({("feedback.events", 0): 7, ("feedback.events", 1): 0})
+    metrics.set_lag({("feedback.events", 1): 2})  # partition 0 moved away: its series goes
+    got = scrape(metrics)
+    assert got["triage_consumer_lag{partition=1,topic=feedback.events}"] == 2
+    assert "triage_consumer_lag{partition=0,topic=feedback.events}" not in got
+
+
+def test_endpoints() -> None:
+    checks = {"database": True, "broker": False, "model": True}
+    metrics = Metrics()
+    metrics.describe_model({"model": "m", "device": "cpu", "dtype": "float32", "max_length": 512})
+    server = HealthServer(0, metrics, lambda: checks, host="127.0.0.1").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+        try:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+            raise AssertionError("expected 503 while the broker is unreachable")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and json.loads(exc.read())["checks"]["broker"] is False
+        checks["broker"] = True
+        assert json.loads(urllib.request.urlopen(f"{base}/readyz", timeout=5).read())["ready"] is True
+        body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert 'triage_model_info{device="cpu"' in body and "triage_events_consumed_total" in body
+    finally:
+        server.stop()
+
+
+def prometheus_exprs() -> list[str]:
+    return [t["expr"] for p in DASHBOARD["panels"] for t in p["targets"] if t["datasource"]["type"] == "prometheus"]
+
+
+def test_every_metric_the_dashboard_queries_is_exported() -> None:
+    exported = Metrics().exported_names()
+    queried = {name for expr in prometheus_exprs() for name in re.findall(r"\btriage_[a-z_]+\b", expr)}
+    assert len(queried) >= 12
+    assert queried <= exported, sorted(queried - exported)
+
+
+def test_dashboard_sql_reads_views_the_migrations_create() -> None:
+    migrations = "".join(p.read_text() for p in (ROOT / "migrations/versions").glob("*.py"))
+    sql = [t["rawSql"] for p in DASHBOARD["panels"] for t in p["targets"] if "rawSql" in t]
+    relations = {name for query in sql for name in re.findall(r"\bfrom (\w+)", query)}
+    assert relations == {"sentiment_daily", "sentiment_weekly", "escalation_backlog"}
+    for name in relations:
+        assert f"create view {name}" in migrations or f'name="{name}"' in migrations
+
+
+def test_observability_profile_is_wired() -> None:
+    services = COMPOSE["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["observability"]
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), source
+    scrape_config = yaml.safe_load((ROOT / "observability/prometheus.yml").read_text())["scrape_configs"][0]
+    port = int(services["worker"]["environment"]["TRIAGE_METRICS_PORT"])
+    assert scrape_config["dns_sd_configs"][0]["port"] == port
+    assert set(scrape_config["dns_sd_configs"][0]["names"]) == {"worker", "worker-gpu"}
+    sources = (ROOT / "observability/grafana/provisioning/datasources/datasources.yml").read_text()
+    uids = {d["uid"] for d in yaml.safe_load(sources)["datasources"]}
+    assert {t["datasource"]["uid"] for p in DASHBOARD["panels"] for t in p["targets"]} <= uids
