@@ -85,7 +85,6 @@ class Batch:
     classified: list[ClassifiedItem] = field(default_factory=list)
     outcome: StoreOutcome = field(default_factory=lambda: StoreOutcome(0, 0, []))
     stage_s: dict[str, float] = field(default_factory=dict)
-    inference_ms: float = 0.0
     padded_tokens: int = 0
 
 
@@ -250,7 +249,7 @@ class Worker:
         )
         predictions = self.classifier.classify(batch.encoded)
         stats = self.classifier.last_stats
-        batch.inference_ms = stats.inference_ms if stats else 0.0
+        inference_ms = stats.inference_ms if stats else 0.0
         batch.padded_tokens = stats.padded_tokens if stats else 0
         batch.encoded = None  # the tensors are no longer needed
         for item, prediction in zip(batch.items, predictions, strict=True):
@@ -263,7 +262,7 @@ class Worker:
                     prediction=prediction,
                     decision=self.policy.decide(prediction),
                     model=self.classifier.model_name,
-                    inference_ms=batch.inference_ms,
+                    inference_ms=inference_ms,
                     batch_size=len(batch.items),
                 )
             )
@@ -410,7 +409,7 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
         ready = CachedCheck(
             lambda: {
                 "database": _database_reachable(engine),
-                "broker": _broker_reachable(settings.kafka_bootstrap_servers),
+                "broker": _broker_reachable(settings.kafka_common()["bootstrap_servers"]),
                 "model": loaded.is_set(),
             }
         )
@@ -462,10 +461,10 @@ def _database_reachable(engine: Engine) -> bool:
         return False
 
 
-def _broker_reachable(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
+def _broker_reachable(bootstrap_servers: list[str], timeout_s: float = 2.0) -> bool:
     """True when a TCP connection to any bootstrap server opens (TLS and SASL come after)."""
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
+    for server in bootstrap_servers:
+        host, _, port = server.rpartition(":")
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
                 return True

@@ -116,11 +116,11 @@ def test_report_plot_writes_a_png(seeded: str, tmp_path: Path, capsys: pytest.Ca
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-def test_report_rejects_bad_arguments(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_rejects_bad_arguments(seeded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--since", "seven days"]) == 2
     assert "--since must look like" in capsys.readouterr().err
     assert main(["report", "--plot", "chart.jpg"]) == 2
-    assert main(["report", "--since", "1h", "--plot", "x.png"]) in (0, 1)
+    assert main(["report", "--since", "1h", "--plot", str(tmp_path / "x.png")]) in (0, 1)
 
 
 def test_readme_queries(seeded: str) -> None:
