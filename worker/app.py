@@ -51,6 +51,7 @@ RELAY_INTERVAL_S = 0.25
 LAG_INTERVAL_S = 5.0
 INITIAL_BACKOFF_S = 0.5
 PRODUCER_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # dead letters carry whatever the input topic held
+PRODUCER_BATCH_BYTES = 256 * 1024  # escalations carry the text (~1.3 kB): 16 kB batches meant a request per dozen
 STAGES = ("poll", "decode", "tokenize", "inference", "store", "commit", "relay")
 
 
@@ -427,6 +428,7 @@ def build_worker(settings: Settings, classifier: SentimentClassifier | None = No
     producer = KafkaProducer(
         acks="all",
         linger_ms=5,
+        batch_size=PRODUCER_BATCH_BYTES,
         max_block_ms=5_000,  # a send never stalls the loop for long while the broker is away
         max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         **settings.kafka_common(),

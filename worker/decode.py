@@ -50,7 +50,7 @@ class Decoder:
         except UnicodeDecodeError as exc:
             return reject("invalid_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}")
         try:
-            payload = json.loads(decoded_text)
+            payload = json.loads(decoded_text, parse_constant=_reject_constant)
         except RecursionError:
             return reject("invalid_json", "JSON is nested too deeply")
         except ValueError as exc:
@@ -79,6 +79,11 @@ class Decoder:
             created_at=event.created_at,
             metadata=event.metadata,
         )
+
+
+def _reject_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (RFC 8259); Python accepts them, JSONB does not."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -8,13 +8,12 @@ Delivery is at least once: consumers de-duplicate on the message key (the event_
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Text, cast, select, update
 
 from worker.delivery import await_delivery
 from worker.failpoints import failpoint
@@ -36,7 +35,8 @@ class EscalationRelay:
         outbox = escalation_outbox.c
         with self.engine.begin() as connection:
             rows = connection.execute(
-                select(outbox.id, outbox.event_id, outbox.payload)
+                # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
+                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"))
                 .where(outbox.published_at.is_(None))
                 .order_by(outbox.id)
                 .limit(self.batch_size)
@@ -51,7 +51,7 @@ class EscalationRelay:
                     future = self.producer.send(
                         self.topic,
                         key=row.event_id.encode("utf-8"),
-                        value=json.dumps(row.payload, ensure_ascii=False).encode("utf-8"),
+                        value=row.payload.encode("utf-8"),
                     )
                 except KafkaError as exc:  # broker unreachable: stop here, the rest stay pending
                     send_error = f"{type(exc).__name__}: {exc}"[:1000]

@@ -3,20 +3,58 @@
 Idempotent on `event_id`: a replayed event (after a crash or a rebalance) inserts nothing and
 creates no second outbox row. Within a batch, the first event with an id wins; later ones with
 the same id are reported back as duplicates so the caller can log them.
+
+The batch travels by COPY into a temporary staging table, then one statement moves it into
+`feedback_results` (ON CONFLICT DO NOTHING) and adds the outbox rows of the rows it inserted.
+That is about 2.5x faster than a multi-row INSERT of the same rows (see README, Performance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Engine
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from worker.events import EscalationEvent
 from worker.records import ClassifiedItem
-from worker.tables import escalation_outbox, feedback_results
+
+# The columns the worker writes, in COPY order; `id`, `event_time` and `acknowledged_*` are not ours.
+COLUMNS = (
+    "event_id", "label", "score", "negative_prob", "escalated", "escalation_reason", "model",
+    "source", "product", "customer_id", "created_at", "processed_at", "kafka_topic",
+    "kafka_partition", "kafka_offset", "kafka_timestamp", "inference_ms", "batch_size", "text",
+    "metadata",
+)  # fmt: skip
+_COLUMN_LIST = ", ".join(COLUMNS)
+# Session-local and emptied at every commit; created once per database connection.
+CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS triage_staging ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload FROM feedback_results WITH NO DATA"
+)
+COPY_STAGING = f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload) FROM STDIN"
+MOVE_STAGED = f"""
+WITH inserted AS (
+    INSERT INTO feedback_results ({_COLUMN_LIST})
+    SELECT {_COLUMN_LIST} FROM triage_staging
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), outboxed AS (
+    INSERT INTO escalation_outbox (event_id, payload, created_at, attempts)
+    SELECT staged.event_id, staged.escalation_payload, %(now)s, 0
+    FROM triage_staging AS staged JOIN inserted USING (event_id)
+    WHERE staged.escalation_payload IS NOT NULL
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+SELECT (SELECT coalesce(array_agg(event_id), '{{}}') FROM inserted), (SELECT count(*) FROM outboxed)
+"""
+# COPY's text format: backslash escapes for the characters that delimit fields and rows.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 @dataclass(frozen=True)
@@ -61,60 +99,73 @@ class ResultStore:
         if not unique:
             return StoreOutcome(0, 0, duplicates)
         now = datetime.now(timezone.utc)
-        rows = [self._row(result) for result in unique.values()]
+        staged = io.StringIO()
+        for result in unique.values():
+            staged.write(copy_line(self._staged_row(result, now)))
+        staged.seek(0)
         with self.engine.begin() as connection:
-            # One cached statement with a parameter list: SQLAlchemy's "insertmanyvalues" sends it
-            # as multi-row INSERTs without recompiling a 1,000-row VALUES clause for every batch.
-            inserted = set(
-                connection.execute(
-                    insert(feedback_results)
-                    .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(feedback_results.c.event_id),
-                    rows,
-                ).scalars()
-            )
-            outbox = [
-                {
-                    "event_id": event_id,
-                    "payload": escalation_event(unique[event_id], now, self.store_text).model_dump(mode="json"),
-                    "created_at": now,
-                    "attempts": 0,
-                }
-                for event_id in unique
-                if event_id in inserted and unique[event_id].decision.escalate
-            ]
-            if outbox:
-                connection.execute(
-                    insert(escalation_outbox).on_conflict_do_nothing(index_elements=["event_id"]), outbox
-                )
+            connection.exec_driver_sql(CREATE_STAGING)
+            _copy(connection, COPY_STAGING, staged)
+            inserted_ids, escalations = connection.exec_driver_sql(MOVE_STAGED, {"now": now}).one()
+        inserted = set(inserted_ids)
         duplicates.extend(event_id for event_id in unique if event_id not in inserted)
-        return StoreOutcome(inserted=len(inserted), escalations=len(outbox), duplicates=duplicates)
+        return StoreOutcome(inserted=len(inserted), escalations=escalations, duplicates=duplicates)
 
-    def _row(self, result: ClassifiedItem) -> dict[str, object]:
+    def _staged_row(self, result: ClassifiedItem, now: datetime) -> tuple[object, ...]:
+        """The values of COLUMNS for one result, then its escalation payload (or None)."""
         item, prediction, record = result.item, result.prediction, result.item.record
-        return {
-            "event_id": item.event_id,
-            "label": prediction.label,
-            "score": prediction.score,
-            "negative_prob": prediction.negative_prob,
-            "escalated": result.decision.escalate,
-            "escalation_reason": result.decision.reason,
-            "model": result.model,
-            "source": item.source,
-            "product": item.product,
-            "customer_id": item.customer_id,
-            "created_at": item.created_at,
-            "processed_at": datetime.now(timezone.utc),
-            "kafka_topic": record.topic,
-            "kafka_partition": record.partition,
-            "kafka_offset": record.offset,
-            "kafka_timestamp": (
-                datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc)
-                if record.timestamp_ms is not None and record.timestamp_ms >= 0
-                else None
-            ),
-            "inference_ms": result.inference_ms,
-            "batch_size": result.batch_size,
-            "text": item.text if self.store_text else None,
-            "metadata": item.metadata,
-        }
+        escalation = escalation_event(result, now, self.store_text) if result.decision.escalate else None
+        kafka_timestamp = (
+            datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc)
+            if record.timestamp_ms is not None and record.timestamp_ms >= 0
+            else None
+        )
+        return (
+            item.event_id, prediction.label, prediction.score, prediction.negative_prob,
+            result.decision.escalate, result.decision.reason, result.model,
+            item.source, item.product, item.customer_id, item.created_at, now, record.topic,
+            record.partition, record.offset, kafka_timestamp, result.inference_ms, result.batch_size,
+            item.text if self.store_text else None, item.metadata,
+            escalation.model_dump(mode="json") if escalation else None,
+        )  # fmt: skip
+
+
+def copy_line(values: Iterable[object]) -> str:
+    """One row in COPY's text format: tab-separated, \\N for NULL, JSON for dicts."""
+    fields = []
+    for value in values:
+        if value is None:
+            fields.append("\\N")
+        elif isinstance(value, bool):
+            fields.append("t" if value else "f")
+        elif isinstance(value, datetime):
+            fields.append(value.isoformat())
+        elif isinstance(value, (dict, list)):
+            fields.append(json.dumps(value, ensure_ascii=False).translate(_COPY_ESCAPES))
+        elif isinstance(value, float):
+            fields.append(repr(value))
+        else:
+            fields.append(str(value).translate(_COPY_ESCAPES))
+    return "\t".join(fields) + "\n"
+
+
+def _copy(connection: Connection, statement: str, data: io.StringIO) -> None:
+    """Run COPY ... FROM STDIN on the connection's driver cursor, failing the way SQLAlchemy does.
+
+    SQLAlchemy has no COPY call, so its error handling is repeated here: driver errors become
+    DBAPIError, and a lost connection is invalidated so the pool does not hand it out again.
+    """
+    driver_connection = connection.connection
+    cursor = driver_connection.cursor()
+    try:
+        cursor.copy_expert(statement, data)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, driver_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, connection.dialect.loaded_dbapi.Error, connection_invalidated=lost
+        ) from exc
+    finally:
+        if not cursor.closed:
+            cursor.close()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from worker import migrate
 from worker.records import ClassifiedItem, FeedbackItem, Prediction, RawRecord
-from worker.store import ResultStore
+from worker.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line
 from worker.tables import metadata
 from worker.triage import TriagePolicy
 
@@ -28,6 +30,7 @@ def result(
     day: int = 20,
     text_: str = "some text",
     offset: int = 0,
+    metadata: dict[str, object] | None = None,
 ) -> ClassifiedItem:
     prediction = Prediction(label, score, score if label == "negative" else 1 - score, label.upper())  # type: ignore[arg-type]
     item = FeedbackItem(
@@ -37,7 +40,7 @@ def result(
         product=product,
         source=source,
         created_at=datetime(2026, 11, day, 12, tzinfo=timezone.utc),
-        metadata={"k": "v"},
+        metadata={"k": "v"} if metadata is None else metadata,
     )
     return ClassifiedItem(item, prediction, policy.decide(prediction), "tiny-model", 3.5, 1)
 
@@ -90,6 +93,46 @@ def test_first_event_with_an_id_wins_within_a_batch(database_url: str) -> None:
         assert tuple(row) == ("first", 1)
         assert connection.execute(text("select count(*) from escalation_outbox")).scalar_one() == 0
     engine.dispose()
+
+
+def test_text_and_metadata_survive_copy_exactly(database_url: str) -> None:
+    """COPY's text format treats tab, newline, CR and backslash specially; stored values must not change."""
+    awkward = "tab\there\nnew line\r\nCRLF \\N not null \\. \\\\ back\\slash \u00e9 \U0001f389 \"quoted\" 'single'"
+    metadata = {"note": awkward, "nested": [1, 2.5, None, True, {"deep": "a\tb"}], "empty": "", "n": -7}
+    engine = create_engine(database_url)
+    outcome = ResultStore(engine).write(
+        [result("odd\tid", "negative", 0.9, text_=awkward, metadata=metadata), result("empty-meta", "positive", 0.9)]
+    )
+    assert (outcome.inserted, outcome.escalations) == (2, 1)
+    with engine.connect() as connection:
+        row = connection.execute(text("select text, metadata from feedback_results where event_id = 'odd\tid'")).one()
+        payload = connection.execute(text("select payload from escalation_outbox")).scalar_one()
+    engine.dispose()
+    assert row.text == awkward and row.metadata == metadata
+    assert payload["event_id"] == "odd\tid" and payload["text"] == awkward
+
+
+def test_copy_line_format() -> None:
+    line = copy_line(["a\tb", None, True, False, 0.1, 3, {"k": "x\ny"}])
+    assert line == 'a\\tb\t\\N\tt\tf\t0.1\t3\t{"k": "x\\\\ny"}\n'
+
+
+def test_a_lost_connection_during_copy_is_a_retryable_error(database_url: str) -> None:
+    """The store thread retries errors that invalidate the connection; COPY must raise them that way too."""
+    engine = create_engine(database_url)
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(CREATE_STAGING)
+        pid = connection.exec_driver_sql("select pg_backend_pid()").scalar_one()
+        with admin.connect() as other:
+            other.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            _copy(connection, COPY_STAGING, io.StringIO(copy_line(["x"] * 21)))
+        assert raised.value.connection_invalidated
+    outcome = ResultStore(engine).write([result("after", "positive", 0.9)])  # the pool opened a new connection
+    assert outcome.inserted == 1
+    engine.dispose()
+    admin.dispose()
 
 
 def test_sentiment_daily_view(database_url: str) -> None:

@@ -52,6 +52,8 @@ def test_missing_event_id_uses_topic_partition_offset() -> None:
         (b"not json", "invalid_json"),
         (b"", "invalid_json"),
         (b'{"text": "unterminated', "invalid_json"),
+        (b'{"text": "ok", "metadata": {"x": NaN}}', "invalid_json"),  # Python reads it, JSONB would not
+        (b'{"text": "ok", "metadata": {"x": -Infinity}}', "invalid_json"),
         (b"[1, 2]", "not_an_object"),
         (b'"just a string"', "not_an_object"),
         (b"null", "not_an_object"),
