@@ -105,7 +105,7 @@ def random_bert_base(tokenizer_dir: str, target: Path) -> str:
 
 
 # --- model mode ---------------------------------------------------------------------------------
-def bench_model(settings: Settings, texts: list[str]) -> dict[str, Any]:
+def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[str, Any]:
     import torch
     from transformers import pipeline
 
@@ -126,20 +126,49 @@ def bench_model(settings: Settings, texts: list[str]) -> dict[str, Any]:
         dtype=torch.float16 if ours.device.type == "cuda" else torch.float32,
     )
     tokens = [len(ids) for ids in ours.tokenizer(texts, truncation=True, max_length=ours.max_length)["input_ids"]]
-    baseline(texts[:64], batch_size=64, truncation=True)
-    ours.predict(texts[:1024])  # a few shapes, so a compiled model is compiled before the clock starts
+    passes: list[Any] = []  # the classifier's stats for each micro-batch
 
-    def timed(fn: Any) -> tuple[Any, float]:
+    def timed(fn: Any, chunk: list[str]) -> tuple[Any, float]:
         if ours.device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        result = fn()
+        result = fn(chunk)
         if ours.device.type == "cuda":
             torch.cuda.synchronize()
         return result, time.perf_counter() - started
 
-    base_out, base_s = timed(lambda: baseline(texts, batch_size=64, truncation=True))
-    our_out, our_s = timed(lambda: ours.predict(texts))
+    def baseline_on(chunk: list[str]) -> list[Any]:
+        return list(baseline(chunk, batch_size=64, truncation=True))
+
+    def ours_in_micro_batches(chunk: list[str]) -> list[Any]:
+        # The worker hands the classifier one micro-batch (at most max_batch_size events) at a
+        # time, so it can only sort by length within that window; this does the same.
+        answers = []
+        for start in range(0, len(chunk), settings.max_batch_size):
+            answers += ours.predict(chunk[start : start + settings.max_batch_size])
+            if ours.last_stats:
+                passes.append(ours.last_stats)
+        return answers
+
+    # Warm up both (a compiled model gets a few shapes compiled before the clock starts).
+    baseline_on(texts[:64])
+    ours_in_micro_batches(texts[: settings.max_batch_size * (4 if settings.torch_compile else 1)])
+    passes.clear()
+    # Baseline and ours take turns on consecutive slices of the texts, so a burst of noise from
+    # elsewhere on the machine lands on both instead of on whichever ran at that moment.
+    base_out: list[Any] = []
+    our_out: list[Any] = []
+    round_ratios = []
+    base_s = our_s = 0.0
+    size = math.ceil(len(texts) / rounds)
+    for start in range(0, len(texts), size):
+        chunk = texts[start : start + size]
+        base_part, base_round_s = timed(baseline_on, chunk)
+        our_part, our_round_s = timed(ours_in_micro_batches, chunk)
+        base_out += base_part
+        our_out += our_part
+        base_s, our_s = base_s + base_round_s, our_s + our_round_s
+        round_ratios.append(round(base_round_s / our_round_s, 3))
     label_of = {raw.lower(): norm for raw, norm in ours.describe()["labels"].items()}
     agree, max_diff = 0, 0.0
     for base, mine in zip(base_out, our_out, strict=True):
@@ -148,7 +177,7 @@ def bench_model(settings: Settings, texts: list[str]) -> dict[str, Any]:
         agree += base_label == mine.label
         mine_score = mine.score if base_label == mine.label else 1 - mine.score
         max_diff = max(max_diff, abs(mine_score - base["score"]))
-    stats = ours.last_stats
+    padded, real = sum(p.padded_tokens for p in passes), sum(p.real_tokens for p in passes)
     return {
         "mode": "model",
         "model": model,
@@ -160,11 +189,13 @@ def bench_model(settings: Settings, texts: list[str]) -> dict[str, Any]:
         "baseline_per_s": round(len(texts) / base_s, 1),
         "ours_per_s": round(len(texts) / our_s, 1),
         "ratio": round(base_s / our_s, 3),
+        "round_ratios": round_ratios,
         "label_agreement": round(agree / len(texts), 4),
         "max_score_diff": float(f"{max_diff:.2e}"),
-        "ours_forward_passes": stats.forward_passes if stats else 0,
-        "ours_padding_overhead": round(stats.padded_tokens / stats.real_tokens - 1, 3) if stats else 0,
+        "ours_forward_passes": sum(p.forward_passes for p in passes),
+        "ours_padding_overhead": round(padded / real - 1, 3) if real else 0,
         "max_batch_size": settings.max_batch_size,
+        "ours_min_fill": ours.min_fill,
         "max_batch_tokens": ours.max_batch_tokens,
         "torch_compile": settings.torch_compile,
     }
@@ -330,6 +361,13 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     return run(parser.parse_args(argv), settings or Settings())
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["model", "e2e"], default="model")
     parser.add_argument("--model", help="model id or directory (default: TRIAGE_MODEL)")
@@ -339,11 +377,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmark a randomly initialised BERT-base with this tokenizer instead of --model",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: TRIAGE_DEVICE")
-    parser.add_argument("--events", type=int, default=2000, help="texts (model) or events (e2e)")
+    parser.add_argument("--events", type=positive_int, default=2000, help="texts (model) or events (e2e)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="model: baseline and ours take turns on this many slices"
+    )
     parser.add_argument("--texts", type=Path, help="file of texts instead of synthetic reviews")
-    parser.add_argument("--partitions", type=int, default=3, help="e2e: input topic partitions")
+    parser.add_argument("--partitions", type=positive_int, default=3, help="e2e: input topic partitions")
     parser.add_argument("--rate", type=float, default=0.0, help="e2e: produce at this many events/s (0: backlog)")
-    parser.add_argument("--workers", type=int, default=1, help="e2e: worker processes in the consumer group")
+    parser.add_argument("--workers", type=positive_int, default=1, help="e2e: worker processes in the consumer group")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
     parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
@@ -368,7 +409,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             updates["model"] = random_bert_base(args.random_bert_base, Path(scratch) / "bert-base-random")
         settings = settings.model_copy(update=updates)
         if args.mode == "model":
-            result = bench_model(settings, texts)
+            result = bench_model(settings, texts, args.rounds)
             summary = (
                 f"ratio={result['ratio']} ours_per_s={result['ours_per_s']} "
                 f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "

@@ -27,7 +27,17 @@ def test_model_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.Cap
     )
     result = json.loads(out.read_text())
     assert result["texts"] == 40 and result["label_agreement"] == 1.0 and result["max_score_diff"] < 1e-3
+    assert len(result["round_ratios"]) == 3  # baseline and ours took turns on three slices
+    assert result["ours_forward_passes"] >= 3
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio=")
+
+
+@pytest.mark.parametrize("option", ["--rounds", "--events", "--workers", "--partitions"])
+def test_counts_below_one_are_refused(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", option, "0"])
+    assert exited.value.code == 2
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_e2e_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
