@@ -22,16 +22,15 @@ from sqlalchemy.exc import DBAPIError
 
 from worker.events import EscalationEvent
 from worker.records import ClassifiedItem
+from worker.tables import feedback_results
 
-# The columns the worker writes, in COPY order; `id`, `event_time` and `acknowledged_*` are not ours.
-COLUMNS = (
-    "event_id", "label", "score", "negative_prob", "escalated", "escalation_reason", "model",
-    "source", "product", "customer_id", "created_at", "processed_at", "kafka_topic",
-    "kafka_partition", "kafka_offset", "kafka_timestamp", "inference_ms", "batch_size", "text",
-    "metadata",
-)  # fmt: skip
+# The columns the worker writes, in COPY order: all of the table's but the key, the generated
+# `event_time`, and the acknowledgement that `triage-worker ack` sets later.
+NOT_WRITTEN = {"id", "event_time", "acknowledged_at", "acknowledged_by"}
+COLUMNS = tuple(column.name for column in feedback_results.columns if column.name not in NOT_WRITTEN)
 _COLUMN_LIST = ", ".join(COLUMNS)
-# Session-local and emptied at every commit; created once per database connection.
+# Session-local and emptied at every commit: issued with every batch, it creates the table once per
+# database connection (and again after a rollback undid the creation).
 CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS triage_staging ON COMMIT DELETE ROWS AS "
     f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload FROM feedback_results WITH NO DATA"
@@ -101,7 +100,8 @@ class ResultStore:
         now = datetime.now(timezone.utc)
         staged = io.StringIO()
         for result in unique.values():
-            staged.write(copy_line(self._staged_row(result, now)))
+            row = self._row(result, now)
+            staged.write(copy_line([*(row[column] for column in COLUMNS), self._escalation_payload(result, now)]))
         staged.seek(0)
         with self.engine.begin() as connection:
             connection.exec_driver_sql(CREATE_STAGING)
@@ -111,23 +111,39 @@ class ResultStore:
         duplicates.extend(event_id for event_id in unique if event_id not in inserted)
         return StoreOutcome(inserted=len(inserted), escalations=escalations, duplicates=duplicates)
 
-    def _staged_row(self, result: ClassifiedItem, now: datetime) -> tuple[object, ...]:
-        """The values of COLUMNS for one result, then its escalation payload (or None)."""
+    def _row(self, result: ClassifiedItem, now: datetime) -> dict[str, object]:
         item, prediction, record = result.item, result.prediction, result.item.record
-        escalation = escalation_event(result, now, self.store_text) if result.decision.escalate else None
-        kafka_timestamp = (
-            datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc)
-            if record.timestamp_ms is not None and record.timestamp_ms >= 0
-            else None
-        )
-        return (
-            item.event_id, prediction.label, prediction.score, prediction.negative_prob,
-            result.decision.escalate, result.decision.reason, result.model,
-            item.source, item.product, item.customer_id, item.created_at, now, record.topic,
-            record.partition, record.offset, kafka_timestamp, result.inference_ms, result.batch_size,
-            item.text if self.store_text else None, item.metadata,
-            escalation.model_dump(mode="json") if escalation else None,
-        )  # fmt: skip
+        return {
+            "event_id": item.event_id,
+            "label": prediction.label,
+            "score": prediction.score,
+            "negative_prob": prediction.negative_prob,
+            "escalated": result.decision.escalate,
+            "escalation_reason": result.decision.reason,
+            "model": result.model,
+            "source": item.source,
+            "product": item.product,
+            "customer_id": item.customer_id,
+            "created_at": item.created_at,
+            "processed_at": now,
+            "kafka_topic": record.topic,
+            "kafka_partition": record.partition,
+            "kafka_offset": record.offset,
+            "kafka_timestamp": (
+                datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc)
+                if record.timestamp_ms is not None and record.timestamp_ms >= 0
+                else None
+            ),
+            "inference_ms": result.inference_ms,
+            "batch_size": result.batch_size,
+            "text": item.text if self.store_text else None,
+            "metadata": item.metadata,
+        }
+
+    def _escalation_payload(self, result: ClassifiedItem, now: datetime) -> dict[str, object] | None:
+        if not result.decision.escalate:
+            return None
+        return escalation_event(result, now, self.store_text).model_dump(mode="json")
 
 
 def copy_line(values: Iterable[object]) -> str:
