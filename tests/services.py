@@ -21,8 +21,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import create_engine, make_url, text
 
-from worker import migrate
-from worker.local_services import LocalBroker, LocalPostgres
+from worker.devtools.local_services import LocalBroker, LocalPostgres
+from worker.ops import migrate
 
 INPUT, ESCALATIONS, DEAD_LETTERS = "feedback.events", "feedback.escalations", "feedback.deadletter"
 GROUP = "it-workers"

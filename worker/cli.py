@@ -1,7 +1,9 @@
-"""CLI: the `triage-worker` command and its verbs (run, migrate, classify, send, report, ack, demo, bench, schemas).
+"""CLI: the `triage-worker` command. Each verb builds the settings once and hands off to the module
+that does the work: `run` to the runtime, `classify` to the model, `migrate`, `send`, `report`
+and `ack` to the operator tools, `demo` and `bench` to the development tools.
 
-Each verb builds the settings once, then hands off to the module that does the work.
-Configuration errors exit with status 2 and a message naming the TRIAGE_* variable.
+Exit status 2 means the operator must change something: invalid settings (the message names the
+TRIAGE_* variable), a model that cannot be loaded, a missing optional package, a bad argument.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from worker.contracts.errors import OperatorError
+from worker.devtools.bench.command import add_arguments as bench_arguments
 from worker.logs import configure_logging, get_logger
 from worker.settings import Settings, SettingsError, load_settings
 
@@ -53,8 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="run everything locally on embedded Postgres and Tansu, print results")
     demo.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
 
-    from worker.bench import add_arguments as bench_arguments
-
     bench = verbs.add_parser("bench", help="benchmark the classifier (vs transformers pipeline) or the whole worker")
     bench_arguments(bench)
 
@@ -69,8 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
-        print(f"triage-worker: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     configure_logging(settings.log_level)
     handler = {
         "run": _run,
@@ -85,27 +86,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.verb]
     try:
         return handler(settings, args)
-    except Exception as exc:  # a clear one-line reason for the operator, the traceback in the log
-        from worker.classifier import ModelLoadError
+    except (OperatorError, FileNotFoundError) as exc:  # a clear one-line reason for the operator
+        return _fail(str(exc))
 
-        if isinstance(exc, (ModelLoadError, FileNotFoundError)):
-            print(f"triage-worker: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+def _fail(message: str) -> int:
+    print(f"triage-worker: {message}", file=sys.stderr)
+    return 2
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.app import build_worker
+    from worker.runtime.wiring import build_runner
 
     log.info("settings_loaded", settings=settings.safe_dump())
-    worker = build_worker(settings)
-    worker.install_signal_handlers()
-    worker.run()
-    return 1 if worker.abandoned else 0
+    runner = build_runner(settings)
+    runner.shutdown.install_signal_handlers()
+    runner.run()
+    return 1 if runner.abandoned else 0
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from worker import migrate
+    from worker.ops import migrate
 
     if args.downgrade:
         migrate.downgrade(settings.sqlalchemy_url(), args.revision)
@@ -116,29 +117,23 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _classify(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.classifier import ClassificationFailure, SentimentClassifier
+    from worker.contracts.values import ClassificationFailure
+    from worker.runtime.wiring import build_classifier
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    classifier = SentimentClassifier(
-        settings.model,
-        device=settings.device,
-        label_map=settings.label_map,
-        max_batch_size=settings.max_batch_size,
-        max_batch_tokens=settings.max_batch_tokens,
-    )
-    for prediction in classifier.predict(texts):
-        if isinstance(prediction, ClassificationFailure):
-            print(json.dumps([{"error": prediction.message}]))
+    for answer in build_classifier(settings).predict(texts):
+        if isinstance(answer, ClassificationFailure):
+            print(json.dumps([{"error": answer.message}]))
         else:
-            print(json.dumps([{"label": prediction.label.upper(), "score": round(prediction.score, 4)}]))
+            print(json.dumps([{"label": answer.label.upper(), "score": round(answer.score, 4)}]))
     return 0
 
 
 def _send(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.publish import publish_lines
+    from worker.ops.send import send_lines
 
     if args.file == "-":
-        sent = publish_lines(settings, sys.stdin.buffer, args.topic)
+        sent = send_lines(settings, sys.stdin.buffer, args.topic)
     else:
         path = Path(args.file)
         if not path.is_file():
@@ -146,25 +141,29 @@ def _send(settings: Settings, args: argparse.Namespace) -> int:
         with path.open("rb") as handle:
             total = sum(1 for _ in handle)
         with path.open("rb") as handle:
-            sent = publish_lines(settings, handle, args.topic, total=total)
+            sent = send_lines(settings, handle, args.topic, total=total)
     print(f"sent {sent} events to {args.topic or settings.input_topic}", file=sys.stderr)
     return 0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
-
+    try:
+        from worker.devtools.demo import run_demo
+    except ImportError as exc:
+        raise OperatorError(
+            f"the demo needs the local services ({exc.name}): pip install 'feedback-triage-worker[local]'"
+        ) from None
     return run_demo(settings)
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.bench import run
+    from worker.devtools.bench.command import run
 
     return run(args, settings)
 
 
 def _schemas(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.events import write_schemas
+    from worker.contracts.wire import write_schemas
 
     for path in write_schemas(args.out):
         print(path)
@@ -172,38 +171,34 @@ def _schemas(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy import create_engine
-
-    from worker import report
+    from worker.ops import trends
+    from worker.runtime.wiring import build_engine
 
     try:
-        since = report.parse_since(args.since)
+        since = trends.parse_since(args.since)
     except ValueError as exc:
-        print(f"triage-worker: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     if args.plot and args.plot.suffix.lower() != ".png":
-        print(f"triage-worker: --plot writes a PNG; name the file *.png, got {args.plot}", file=sys.stderr)
-        return 2
-    engine = create_engine(settings.sqlalchemy_url())
+        return _fail(f"--plot writes a PNG; name the file *.png, got {args.plot}")
+    engine = build_engine(settings)
     try:
-        print(report.render(report.trend_rows(engine, since, args.by), args.by, args.format))
+        print(trends.render(trends.trend_rows(engine, since, args.by), args.by, args.format))
         if args.plot:
-            points = report.daily_points(engine, since, args.by)
+            points = trends.daily_points(engine, since, args.by)
             if not points:
                 print("triage-worker: no feedback in this window, no chart drawn", file=sys.stderr)
                 return 1
-            print(f"chart written to {report.plot(points, args.by, args.since, args.plot)}", file=sys.stderr)
+            print(f"chart written to {trends.plot(points, args.by, args.since, args.plot)}", file=sys.stderr)
     finally:
         engine.dispose()
     return 0
 
 
 def _ack(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy import create_engine
+    from worker.ops.acks import acknowledge
+    from worker.runtime.wiring import build_engine
 
-    from worker.acks import acknowledge
-
-    engine = create_engine(settings.sqlalchemy_url())
+    engine = build_engine(settings)
     try:
         outcome = acknowledge(engine, args.event_ids, args.by)
     finally:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(500, ge=1)
     retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
     shutdown_grace_s: float = Field(30.0, gt=0)
+    # Before a rebalance moves partitions, how long the batches in hand may take to finish (and be
+    # committed); the rest are left to the next owner. Unset: half the poll interval, at most the grace.
+    revoke_drain_s: float | None = Field(None, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # /metrics, /healthz and /readyz; 0 picks a free port (logged), "off" (or empty) turns them off.
     metrics_port: int | None = Field(9108, ge=0, le=65535)
@@ -133,9 +136,20 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL needs TRIAGE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD")
+        if self.revoke_drain_s is not None and self.revoke_drain_s * 1000 >= self.kafka_max_poll_interval_ms:
+            raise ValueError(
+                "TRIAGE_REVOKE_DRAIN_S must be shorter than TRIAGE_KAFKA_MAX_POLL_INTERVAL_MS, "
+                "or the group gives up on the worker while it drains"
+            )
         return self
 
     # --- Derived values ----------------------------------------------------------------------
+    def revoke_drain_seconds(self) -> float:
+        """The revoke drain deadline: well inside the poll interval, within which the group waits for us."""
+        if self.revoke_drain_s is not None:
+            return self.revoke_drain_s
+        return min(self.kafka_max_poll_interval_ms / 2000, self.shutdown_grace_s)
+
     def sqlalchemy_url(self) -> str:
         """The database URL with the psycopg2 driver named, as SQLAlchemy wants it."""
         url = self.database_url.get_secret_value()

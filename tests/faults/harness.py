@@ -33,9 +33,9 @@ from tests.services import (
     scalar,
     wait_until,
 )
-from worker.decode import Decoder
-from worker.local_services import free_port, read_topic
-from worker.records import FeedbackItem, RawRecord
+from worker.contracts.values import FeedbackItem, RawRecord
+from worker.devtools.local_services import free_port, read_topic
+from worker.runtime.decode import Decoder
 
 Record = tuple[bytes | None, bytes]
 
@@ -138,6 +138,18 @@ def verify(
     assert report["dead_letters_unexpected"] == 0, report
     assert report["offsets_committed_to_end"], report
     return report
+
+
+def assert_committed_only_handled(bootstrap: str, database_url: str, expected: Expectation) -> None:
+    """Nothing committed beyond what is stored or dead-lettered: every offset under a partition's
+    committed one is a stored row or a dead letter."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        stored = set(map(tuple, connection.execute(text("select kafka_partition, kafka_offset from feedback_results"))))
+    engine.dispose()
+    handled = stored | set(expected.dead)
+    for partition, committed in committed_offsets(bootstrap).items():
+        assert all((partition, offset) in handled for offset in range(committed or 0)), partition
 
 
 def drain_and_stop(

@@ -12,9 +12,10 @@ from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, drain_and_stop, verify
 from tests.faults.hostile import hostile_stream
 from tests.services import WorkerProcess, produce, scalar, wait_until
-from worker.decode import ERROR_CLASSES, Decoder
-from worker.local_services import LocalBroker
-from worker.records import FeedbackItem, RawRecord, Rejection
+from worker.contracts.errors import ErrorClass
+from worker.contracts.values import FeedbackItem, RawRecord, Rejection
+from worker.devtools.local_services import LocalBroker
+from worker.runtime.decode import Decoder
 
 decoder = Decoder(max_text_chars=20_000)
 
@@ -22,7 +23,7 @@ decoder = Decoder(max_text_chars=20_000)
 def check(value: bytes) -> None:
     result = decoder.decode(RawRecord("feedback.events", 0, 1, None, value))
     if isinstance(result, Rejection):
-        assert result.error_class in ERROR_CLASSES and result.message
+        assert isinstance(result.error_class, ErrorClass) and result.message
         assert result.record.value == value
     else:
         assert isinstance(result, FeedbackItem)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
 from tests.services import WorkerProcess, produce, scalar, wait_until
-from worker.local_services import LocalBroker
+from worker.devtools.local_services import LocalBroker
 
 STAGES = ["after_poll", "after_store", "after_commit", "during_relay", "random"]
 

@@ -21,7 +21,7 @@ from tests.services import (
     scalar,
     wait_until,
 )
-from worker.local_services import LocalBroker
+from worker.devtools.local_services import LocalBroker
 
 
 def set_database_reachable(server_url: str, database_url: str, reachable: bool) -> None:
@@ -70,7 +70,7 @@ def test_postgres_outage_pauses_commits_and_catches_up(
 @pytest.fixture
 def proxied_broker() -> Iterator[tuple[LocalBroker, TcpProxy]]:
     """A broker that advertises a proxy, so every client connection goes through it."""
-    from worker.local_services import free_port
+    from worker.devtools.local_services import free_port
 
     proxy_port = free_port()
     with LocalBroker(advertised_port=proxy_port) as local:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
 from tests.services import WorkerProcess, produce, scalar, wait_until
-from worker.local_services import LocalBroker
+from worker.devtools.local_services import LocalBroker
 
 
 def test_workers_joining_and_leaving_lose_and_duplicate_nothing(

@@ -28,7 +28,7 @@ from tests.checkpoints import CORPUS
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, SaslPlainProxy, TcpProxy, drain_and_stop, make_stream, verify
 from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT, WorkerProcess, produce, scalar, wait_until
-from worker.local_services import LocalBroker, free_port
+from worker.devtools.local_services import LocalBroker, free_port
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import create_engine, text
-
 from tests.faults.conftest import FAST_BATCHES
-from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
-from tests.services import WorkerProcess, committed_offsets, produce, scalar, wait_until
-from worker.local_services import LocalBroker
+from tests.faults.harness import Expectation, assert_committed_only_handled, drain_and_stop, make_stream, verify
+from tests.services import WorkerProcess, produce, scalar, wait_until
+from worker.devtools.local_services import LocalBroker
 
 
 def test_sigterm_mid_stream_drains_and_exits_zero(
@@ -33,15 +31,7 @@ def test_sigterm_mid_stream_drains_and_exits_zero(
     stopped_at = rows()
     assert stopped_at < len(expected.ids), "the stream was not busy when SIGTERM came"
 
-    # Nothing committed beyond what is stored or dead-lettered: every offset under the committed
-    # one of a partition is a row or a dead letter.
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        stored = set(map(tuple, connection.execute(text("select kafka_partition, kafka_offset from feedback_results"))))
-    engine.dispose()
-    handled = stored | set(expected.dead)
-    for partition, committed in committed_offsets(broker.bootstrap_servers).items():
-        assert all((partition, offset) in handled for offset in range(committed or 0)), partition
+    assert_committed_only_handled(broker.bootstrap_servers, database_url, expected)
 
     worker = start_worker(**FAST_BATCHES)
     drain_and_stop(worker, database_url, expected, 300, "the rest after restart")

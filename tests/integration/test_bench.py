@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.bench import synthetic_reviews
 from worker.cli import main
+from worker.devtools.bench.texts import synthetic_reviews
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,19 @@ def test_model_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio=")
 
 
+def test_model_mode_honours_the_label_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ours is built by the same wiring as the worker: labels only TRIAGE_LABEL_MAP can map work here too."""
+    from tests.checkpoints import build_checkpoint
+
+    model = build_checkpoint(tmp_path / "odd-labels", {0: "bad", 1: "good"})
+    monkeypatch.setenv("TRIAGE_LABEL_MAP", "bad=negative,good=positive")
+    out = tmp_path / "model.json"
+    assert main(["bench", "--mode", "model", "--model", str(model), "--events", "24", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["label_agreement"] == 1.0
+
+
 @pytest.mark.parametrize("option", ["--rounds", "--events", "--workers", "--partitions"])
 def test_counts_below_one_are_refused(option: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -48,5 +61,5 @@ def test_e2e_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.Captu
     result = json.loads(out.read_text())
     assert result["stored"] == 300 and result["outbox_unpublished"] == 0
     assert result["escalations_published"] == result["escalated"]
-    assert set(result["stage_share"]) == {"poll", "decode", "tokenize", "inference", "store", "commit", "relay"}
+    assert set(result["stage_share"]) == {"poll", "decode", "tokenize", "infer", "store", "commit", "relay"}
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("events_per_s=")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.checkpoints import CORPUS
 from tests.services import ESCALATIONS, INPUT, WorkerProcess, produce, scalar, wait_until
-from worker.local_services import LocalBroker, read_topic
+from worker.devtools.local_services import LocalBroker, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.services import WorkerProcess, produce, scalar, wait_until
-from worker.local_services import LocalBroker, free_port
+from worker.devtools.local_services import LocalBroker, free_port
 
 pytestmark = pytest.mark.integration
 

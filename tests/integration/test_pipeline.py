@@ -23,7 +23,7 @@ from tests.services import (
     scalar,
     wait_until,
 )
-from worker.local_services import LocalBroker, read_topic
+from worker.devtools.local_services import LocalBroker, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.services import INPUT
 from worker.cli import main
-from worker.local_services import LocalBroker, read_topic
+from worker.devtools.local_services import LocalBroker, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from worker import migrate
-from worker.records import ClassifiedItem, FeedbackItem, Prediction, RawRecord
-from worker.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line
-from worker.tables import metadata
-from worker.triage import TriagePolicy
+from worker.contracts.tables import metadata
+from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
+from worker.ops import migrate
+from worker.runtime.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line, is_transient
+from worker.runtime.triage import TriagePolicy
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_writes_are_idempotent_and_outbox_follows_new_escalations_only(database_
     store = ResultStore(engine, store_text=False)
     batch = [result("a", "negative", 0.9), result("b", "positive", 0.95), result("c", "positive", 0.55)]
     first = store.write(batch)
-    assert (first.inserted, first.escalations, first.duplicates) == (3, 2, [])
+    assert (first.inserted, first.escalations, first.duplicates) == (3, 2, ())
     again = store.write(batch)  # a replay after a crash
     assert (again.inserted, again.escalations, sorted(again.duplicates)) == (0, 0, ["a", "b", "c"])
     with engine.connect() as connection:
@@ -87,7 +87,7 @@ def test_first_event_with_an_id_wins_within_a_batch(database_url: str) -> None:
             result("dup", "negative", 0.99, text_="second", offset=2),
         ]
     )
-    assert (outcome.inserted, outcome.escalations, outcome.duplicates) == (1, 0, ["dup"])
+    assert (outcome.inserted, outcome.escalations, outcome.duplicates) == (1, 0, ("dup",))
     with engine.connect() as connection:
         row = connection.execute(text("select text, kafka_offset from feedback_results")).one()
         assert tuple(row) == ("first", 1)
@@ -128,7 +128,7 @@ def test_a_lost_connection_during_copy_is_a_retryable_error(database_url: str) -
             other.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid})
         with pytest.raises(DBAPIError) as raised:
             _copy(connection, COPY_STAGING, io.StringIO(copy_line(["x"] * 21)))
-        assert raised.value.connection_invalidated
+        assert raised.value.connection_invalidated and is_transient(raised.value)
     outcome = ResultStore(engine).write([result("after", "positive", 0.9)])  # the pool opened a new connection
     assert outcome.inserted == 1
     engine.dispose()

@@ -1,6 +1,6 @@
-from worker.batcher import MicroBatcher
-from worker.classifier import plan_batches
-from worker.records import RawRecord
+from worker.contracts.values import RawRecord
+from worker.model.encoding import plan_batches
+from worker.runtime.batcher import MicroBatcher
 
 
 class Clock:

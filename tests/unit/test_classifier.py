@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.classifier import ClassificationFailure, ModelLoadError, SentimentClassifier
-from worker.records import Prediction
+from worker.contracts.values import ClassificationFailure, Prediction
+from worker.model.classifier import SentimentClassifier
+from worker.model.loading import ModelLoadError
 
 TEXTS = [
     "the product is great and i love it",
@@ -37,8 +38,9 @@ def test_loads_both_label_conventions(checkpoint: Path) -> None:
 
 def test_batched_results_match_one_by_one_in_the_callers_order(checkpoint_pos_neg: Path) -> None:
     batched = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", max_batch_size=2, max_batch_tokens=128)
-    together = batched.predict(TEXTS)
-    assert batched.last_stats is not None and batched.last_stats.forward_passes >= 3
+    inference = batched.classify(batched.encode(TEXTS))
+    together = inference.answers
+    assert inference.stats.forward_passes >= 3 and inference.stats.texts == len(TEXTS)
     alone = [batched.predict([t])[0] for t in TEXTS]
     for a, b in zip(together, alone, strict=True):
         assert isinstance(a, Prediction) and isinstance(b, Prediction)
@@ -119,3 +121,28 @@ def test_real_model_labels_obvious_texts(real_model: Path) -> None:
     ]
     labels = [p.label for p in classifier.predict(texts)]  # type: ignore[union-attr]
     assert labels == ["positive", "positive", "negative", "negative"]
+
+
+def test_an_uncached_hub_model_offline_fails_in_seconds_naming_model_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the check, transformers retries the hub for about 50 s before its own error."""
+    import time
+
+    import huggingface_hub.constants
+
+    from worker.cli import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    started = time.monotonic()
+    assert main(["demo", "--model", "some-org/never-downloaded"]) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be reached" in err and "--model DIR" in err
+
+
+def test_a_missing_model_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no such model directory"):
+        SentimentClassifier(str(tmp_path / "nope"), device="cpu")

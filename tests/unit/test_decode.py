@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from worker.decode import Decoder
-from worker.records import FeedbackItem, RawRecord, Rejection
+from worker.contracts.values import FeedbackItem, RawRecord, Rejection
+from worker.runtime.decode import Decoder
 
 
 def record(value: bytes | None, offset: int = 7) -> RawRecord:

@@ -1,6 +1,6 @@
 import pytest
 
-from worker.labels import LabelMappingError, normalise_labels
+from worker.model.labels import LabelMappingError, normalise_labels
 
 
 @pytest.mark.parametrize(

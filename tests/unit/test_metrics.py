@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import urllib.error
@@ -11,13 +12,14 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.app import Batch
-from worker.metrics import HealthServer, Metrics
-from worker.records import RawRecord, Rejection
-from worker.store import StoreOutcome
+from worker.contracts.errors import ErrorClass
+from worker.contracts.values import RawRecord, Rejection, StoreOutcome
+from worker.runtime.batches import BatchReport, Inferred, Polled, StageName, Stored
+from worker.runtime.health import HealthServer
+from worker.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = json.loads((ROOT / "observability/grafana/dashboards/feedback-triage.json").read_text())
+DASHBOARD = json.loads((ROOT / "worker/ops/observability/grafana/dashboards/feedback-triage.json").read_text())
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
@@ -38,12 +40,18 @@ def scrape(metrics: Metrics) -> dict[str, float]:
 
 def test_a_committed_batch_updates_counters_and_histograms() -> None:
     metrics = Metrics()
-    batch = Batch(records=[record(i) for i in range(5)])
-    batch.rejections = [Rejection(batch.records[4], "invalid_json", "value is not JSON")]
-    batch.outcome = StoreOutcome(inserted=3, escalations=2, duplicates=["x"])
-    batch.padded_tokens, batch.queue_wait_s = 640, 0.02
-    batch.stage_s = {"inference": 0.1, "store": 0.03}
-    metrics.observe_batch(batch, committed_at_ms=3_000)
+    polled = Polled(tuple(record(i) for i in range(5)), generation=0)
+    inferred = Inferred(
+        polled,
+        classified=(),
+        rejections=(Rejection(polled.records[4], ErrorClass.INVALID_JSON, "value is not JSON"),),
+        padded_tokens=640,
+        queue_wait_s=0.02,
+        timings=((StageName.INFER, 0.1),),
+    )
+    stored = Stored(inferred, StoreOutcome(inserted=3, escalations=2, duplicates=("x",)), inferred.timings)
+    report = BatchReport.of(stored, committed={"feedback.events:0": 5}, commit_s=0.01)
+    metrics.observe(dataclasses.replace(report, finished_at_ms=3_000))
     got = scrape(metrics)
     assert got["triage_events_consumed_total"] == 5
     assert got["triage_events_stored_total"] == 3 and got["triage_events_escalated_total"] == 2
@@ -51,6 +59,8 @@ def test_a_committed_batch_updates_counters_and_histograms() -> None:
     assert got["triage_events_dead_lettered_total{reason=invalid_json}"] == 1
     assert got["triage_batch_padded_tokens_sum"] == 640 and got["triage_batch_events_count"] == 1
     assert got["triage_end_to_end_seconds_count"] == 5 and got["triage_end_to_end_seconds_sum"] == 10.0
+    assert got["triage_stage_seconds_sum{stage=infer}"] == 0.1 and got["triage_stage_seconds_count{stage=commit}"] == 1
+    assert got["triage_stage_busy_seconds_total{stage=infer}"] == 0.1
     metrics.set_lag({("feedback.events", 0): 7, ("feedback.events", 1): 0})
     metrics.set_lag({("feedback.events", 1): 2})  # partition 0 moved away: its series goes
     got = scrape(metrics)
@@ -107,10 +117,10 @@ def test_observability_profile_is_wired() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), source
-    scrape_config = yaml.safe_load((ROOT / "observability/prometheus.yml").read_text())["scrape_configs"][0]
+    scrape_config = yaml.safe_load((ROOT / "worker/ops/observability/prometheus.yml").read_text())["scrape_configs"][0]
     port = int(services["worker"]["environment"]["TRIAGE_METRICS_PORT"])
     assert scrape_config["dns_sd_configs"][0]["port"] == port
     assert set(scrape_config["dns_sd_configs"][0]["names"]) == {"worker", "worker-gpu"}
-    sources = (ROOT / "observability/grafana/provisioning/datasources/datasources.yml").read_text()
+    sources = (ROOT / "worker/ops/observability/grafana/provisioning/datasources/datasources.yml").read_text()
     uids = {d["uid"] for d in yaml.safe_load(sources)["datasources"]}
     assert {t["datasource"]["uid"] for p in DASHBOARD["panels"] for t in p["targets"]} <= uids

@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from worker.events import SCHEMA_MODELS, render_schema
+from worker.contracts.wire import SCHEMA_MODELS, render_schema
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -21,7 +21,7 @@ def test_committed_schema_matches_model(name: str) -> None:
 def test_sample_feedback_valid_lines_pass_the_schema() -> None:
     schema = json.loads((SCHEMAS / "feedback-event.v1.json").read_text())
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    lines = (resources.files("worker") / "sample_feedback.jsonl").read_text().splitlines()
+    lines = (resources.files("worker.devtools") / "sample_feedback.jsonl").read_text().splitlines()
     valid = invalid = 0
     for line in lines:
         try:
@@ -39,8 +39,8 @@ def test_sample_feedback_valid_lines_pass_the_schema() -> None:
 def test_escalation_payload_passes_its_schema() -> None:
     from datetime import datetime, timezone
 
-    from worker.records import ClassifiedItem, FeedbackItem, Prediction, RawRecord, TriageDecision
-    from worker.store import escalation_event
+    from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord, TriageDecision
+    from worker.runtime.store import escalation_event
 
     item = FeedbackItem(RawRecord("t", 0, 1, None, b""), "e-1", "awful", source="survey")
     result = ClassifiedItem(

@@ -1,7 +1,7 @@
 import pytest
 
-from worker.records import Prediction
-from worker.triage import TriagePolicy
+from worker.contracts.values import Prediction
+from worker.runtime.triage import TriagePolicy
 
 
 def prediction(label: str, score: float) -> Prediction:

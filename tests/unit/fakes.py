@@ -1,0 +1,223 @@
+"""In-memory stand-ins for the runner's outside world: a source with partitions, offsets, pauses and
+rebalances; a model; a store; a dead-letter sink. The stages and the runner around them are real,
+so the loop's own logic (commit order, backpressure, revokes, shutdown) is tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from worker.contracts.values import (
+    ClassificationFailure,
+    ClassifiedItem,
+    Prediction,
+    RawRecord,
+    Rejection,
+    StoreOutcome,
+)
+from worker.runtime.batcher import MicroBatcher
+from worker.runtime.decode import Decoder
+from worker.runtime.metrics import Metrics
+from worker.runtime.retry import Backoff, Unavailable
+from worker.runtime.runner import Runner
+from worker.runtime.shutdown import Shutdown
+from worker.runtime.stages import DecodeStage, InferStage, StoreStage, TokenizeStage
+from worker.runtime.triage import TriagePolicy
+
+TOPIC = "feedback.events"
+
+
+def event(event_id: str, text: str = "fine") -> bytes:
+    return json.dumps({"event_id": event_id, "text": text}).encode()
+
+
+class MemorySource:
+    """A consumer of one topic whose partitions hold `values`; positions restart from the committed
+    offsets after a rebalance, as a new owner's would."""
+
+    def __init__(self, partitions: dict[int, list[bytes]]) -> None:
+        self.records = {
+            p: [RawRecord(TOPIC, p, offset, None, value, 1_000) for offset, value in enumerate(values)]
+            for p, values in partitions.items()
+        }
+        self.position = dict.fromkeys(self.records, 0)
+        self.committed: dict[int, int] = {}
+        self.commits: list[tuple[str, dict[int, int]]] = []  # ("poll_loop" | "on_revoke", offsets) in order
+        self.paused = False
+        self.polls_while_paused = 0
+        self.closed = False
+        self.on_revoke: Callable[[], list[RawRecord]] | None = None
+        self._rebalance_requested = threading.Event()
+        self.rebalanced = threading.Event()
+
+    def subscribe(self, on_revoke: Callable[[], list[RawRecord]]) -> None:
+        self.on_revoke = on_revoke
+
+    def request_rebalance(self) -> None:
+        """The next poll runs a rebalance: revoke (drain and commit what finished), then reassign."""
+        self._rebalance_requested.set()
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
+        if self._rebalance_requested.is_set():
+            self._rebalance_requested.clear()
+            assert self.on_revoke is not None
+            self._commit(self.on_revoke(), "on_revoke")
+            self.position = {p: self.committed.get(p, 0) for p in self.records}
+            self.paused = False
+            self.rebalanced.set()
+        if self.paused:
+            self.polls_while_paused += 1
+            time.sleep(0.001)
+            return []
+        polled: list[RawRecord] = []
+        for p, records in self.records.items():
+            take = records[self.position[p] : self.position[p] + max_records - len(polled)]
+            self.position[p] += len(take)
+            polled += take
+        if not polled and timeout_ms:
+            time.sleep(0.002)
+        return polled
+
+    def commit(self, records: Iterable[RawRecord]) -> dict[str, int]:
+        return {f"{TOPIC}:{p}": o for p, o in self._commit(records, "poll_loop").items()}
+
+    def _commit(self, records: Iterable[RawRecord], how: str) -> dict[int, int]:
+        offsets: dict[int, int] = {}
+        for record in records:
+            offsets[record.partition] = max(offsets.get(record.partition, 0), record.offset + 1)
+        if offsets:
+            self.committed.update(offsets)
+            self.commits.append((how, offsets))
+        return offsets
+
+    def pause_all(self) -> None:
+        self.paused = True
+
+    def resume_all(self) -> None:
+        self.paused = False
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {(TOPIC, p): len(r) - self.position[p] for p, r in self.records.items()}
+
+    def close(self) -> None:
+        self.closed = True
+
+    def end_offsets(self) -> dict[int, int]:
+        return {p: len(r) for p, r in self.records.items() if r}
+
+
+@dataclass(frozen=True)
+class FakeStats:
+    inference_ms: float
+    padded_tokens: int
+
+
+@dataclass(frozen=True)
+class FakeInference:
+    answers: list[Prediction | ClassificationFailure]
+    stats: FakeStats
+
+
+class FakeModel:
+    """'bad' in a text means negative, 'unsure' a low score, 'boom' a text the model cannot take."""
+
+    model_name = "fake-model"
+
+    def encode(self, texts: Sequence[str]) -> list[str]:
+        return list(texts)
+
+    def classify(self, encoded: list[str]) -> FakeInference:
+        answers: list[Prediction | ClassificationFailure] = []
+        for text in encoded:
+            if "boom" in text:
+                answers.append(ClassificationFailure("out of memory on fake"))
+            elif "bad" in text:
+                answers.append(Prediction("negative", 0.9, 0.9, "NEGATIVE"))
+            else:
+                score = 0.55 if "unsure" in text else 0.8
+                answers.append(Prediction("positive", score, 1 - score, "POSITIVE"))
+        return FakeInference(answers, FakeStats(1.0, sum(len(t) for t in encoded)))
+
+
+class MemoryStore:
+    """Idempotent on event_id like the real store. `outage` makes writes raise Unavailable, `gate`
+    holds every write until it is set, and an event id in `poison` makes the write fail for good."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ClassifiedItem] = {}
+        self.outage = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()  # set while a write is held at the gate
+        self.poison: set[str] = set()
+        self.attempts = 0
+
+    def write(self, results: Sequence[ClassifiedItem]) -> StoreOutcome:
+        self.attempts += 1
+        self.waiting.set()
+        self.gate.wait()
+        self.waiting.clear()
+        if self.outage.is_set():
+            raise Unavailable("database: fake outage")
+        if any(r.item.event_id in self.poison for r in results):
+            raise ValueError("a constraint the data breaks")
+        inserted, escalations, duplicates = 0, 0, []
+        for result in results:
+            if result.item.event_id in self.rows:
+                duplicates.append(result.item.event_id)
+            else:
+                self.rows[result.item.event_id] = result
+                inserted += 1
+                escalations += result.decision.escalate
+        return StoreOutcome(inserted, escalations, tuple(duplicates))
+
+
+class MemoryDeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[Rejection] = []
+
+    def send(self, rejections: Iterable[Rejection]) -> None:
+        self.sent += rejections
+
+    def flush(self) -> list[Rejection]:
+        return []
+
+
+def build_runner(
+    source: MemorySource,
+    store: MemoryStore,
+    dead_letters: MemoryDeadLetters,
+    *,
+    batch_size: int = 4,
+    depth: int = 2,
+    grace_s: float = 5.0,
+    revoke_drain_s: float = 2.0,
+) -> Runner:
+    shutdown = Shutdown(grace_s)
+    model = FakeModel()
+    stages = [
+        DecodeStage(Decoder(max_text_chars=1_000)),
+        TokenizeStage(model),
+        InferStage(model, TriagePolicy(0.6)),
+        StoreStage(store, dead_letters, Backoff(initial_s=0.005, max_s=0.02), shutdown.abandoned),
+    ]
+    return Runner(
+        source,
+        stages,
+        MicroBatcher(batch_size, max_wait_ms=5),
+        depth=depth,
+        shutdown=shutdown,
+        revoke_drain_s=revoke_drain_s,
+        metrics=Metrics(),
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)

@@ -1,0 +1,30 @@
+"""Error classes: why a record went to the dead-letter topic, as carried in `triage.error.class`.
+
+One enum for every reason, whether decode or the model found it, so the dead-letter schema, the
+metrics label and the logs all use the same closed set of names.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorClass(str, Enum):
+    MISSING_VALUE = "missing_value"  # a tombstone: the record has no value
+    VALUE_TOO_LARGE = "value_too_large"  # over TRIAGE_KAFKA_MAX_MESSAGE_BYTES
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"  # includes NaN/Infinity, which JSONB refuses
+    NOT_AN_OBJECT = "not_an_object"
+    INVALID_TEXT = "invalid_text"  # NUL characters or unpaired surrogates, which PostgreSQL cannot store
+    INVALID_EVENT = "invalid_event"  # fails feedback-event.v1
+    EMPTY_TEXT = "empty_text"
+    TEXT_TOO_LONG = "text_too_long"  # over TRIAGE_MAX_TEXT_CHARS
+    CLASSIFICATION_FAILED = "classification_failed"  # the model could not take the text even alone
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class OperatorError(Exception):
+    """A failure whose message tells the operator what to do (a model that cannot be loaded, a
+    missing optional package). The CLI prints it as one line and exits with status 2."""

@@ -1,0 +1,97 @@
+"""Values: what each stage takes and hands on, as frozen dataclasses.
+
+RawRecord (source) -> FeedbackItem | Rejection (decode) -> Prediction (model)
+-> TriageDecision (triage) -> ClassifiedItem (the row the store writes) -> StoreOutcome.
+"Record" always means a Kafka record here; an "item" is a valid feedback event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from worker.contracts.errors import ErrorClass
+
+Sentiment = Literal["positive", "negative"]
+EscalationReason = Literal["negative", "low_confidence"]
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One Kafka record exactly as it came off the wire."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """A valid feedback event, ready to classify, still tied to its record."""
+
+    record: RawRecord
+    event_id: str
+    text: str
+    source: str | None = None
+    product: str | None = None
+    customer_id: str | None = None
+    created_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record that cannot be processed; it goes to the dead-letter topic unchanged."""
+
+    record: RawRecord
+    error_class: ErrorClass
+    message: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one text."""
+
+    label: Sentiment
+    score: float  # probability of `label`
+    negative_prob: float
+    raw_label: str  # the model's own label name, e.g. LABEL_0
+
+
+@dataclass(frozen=True)
+class ClassificationFailure:
+    """One text the model could not classify even alone (e.g. out of memory)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class TriageDecision:
+    escalate: bool
+    reason: EscalationReason | None
+
+
+@dataclass(frozen=True)
+class ClassifiedItem:
+    """Everything the store needs for one result row."""
+
+    item: FeedbackItem
+    prediction: Prediction
+    decision: TriageDecision
+    model: str
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What one store transaction did."""
+
+    inserted: int
+    escalations: int
+    duplicates: tuple[str, ...]  # event ids already stored, or repeated within the batch

@@ -1,0 +1,109 @@
+"""Wire contract: the pydantic models of every event the worker reads or writes.
+
+`schemas/*.json` are generated from these models (`triage-worker schemas`), and a test keeps
+them in step. Version suffixes (`.v1`) change only with a breaking change to a model.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+
+from worker.contracts.errors import ErrorClass
+from worker.contracts.values import EscalationReason
+
+EVENT_ID_MAX_CHARS = 256
+SHORT_FIELD_MAX_CHARS = 256
+
+
+class FeedbackEvent(BaseModel):
+    """`feedback-event.v1`: one piece of customer feedback on the input topic."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        title="feedback-event.v1",
+        json_schema_extra={"$id": "feedback-event.v1.json"},
+    )
+
+    text: StrictStr = Field(min_length=1, description="The feedback text; not empty or blank.")
+    event_id: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=EVENT_ID_MAX_CHARS,
+        description="Idempotency key. When absent the worker uses '<topic>:<partition>:<offset>'.",
+    )
+    source: StrictStr | None = Field(
+        None, max_length=SHORT_FIELD_MAX_CHARS, description="e.g. app-store, survey, zendesk"
+    )
+    product: StrictStr | None = Field(None, max_length=SHORT_FIELD_MAX_CHARS)
+    customer_id: StrictStr | None = Field(None, max_length=SHORT_FIELD_MAX_CHARS)
+    created_at: AwareDatetime | None = Field(None, description="RFC 3339 timestamp with a UTC offset.")
+    metadata: dict[str, Any] | None = Field(None, description="Free-form object, stored as JSONB.")
+
+
+class EscalationEvent(BaseModel):
+    """`escalation-event.v1`: a result a human should look at; key = event_id."""
+
+    model_config = ConfigDict(
+        title="escalation-event.v1",
+        json_schema_extra={"$id": "escalation-event.v1.json"},
+    )
+
+    event_id: str
+    label: Literal["positive", "negative"]
+    score: float = Field(ge=0.0, le=1.0, description="Probability of the predicted label.")
+    reason: EscalationReason
+    source: str | None
+    product: str | None
+    customer_id: str | None
+    created_at: datetime | None
+    model: str
+    text: str | None = Field(description="Null when TRIAGE_STORE_TEXT=false.")
+    escalated_at: datetime
+
+
+class DeadLetterHeaders(BaseModel):
+    """`dead-letter.v1`: the headers on a dead letter. The value and key are the original bytes."""
+
+    model_config = ConfigDict(
+        title="dead-letter.v1",
+        json_schema_extra={
+            "$id": "dead-letter.v1.json",
+            "description": "Headers of a record on the dead-letter topic (UTF-8 strings). "
+            "The record's key and value are the original bytes, unchanged.",
+        },
+    )
+
+    error_class: ErrorClass = Field(alias="triage.error.class", description="Machine-readable reason.")
+    error_message: str = Field(alias="triage.error.message", description="Readable explanation.")
+    source_topic: str = Field(alias="triage.source.topic")
+    source_partition: str = Field(alias="triage.source.partition")
+    source_offset: str = Field(alias="triage.source.offset")
+    failed_at: str = Field(alias="triage.failed_at", description="RFC 3339 time of the decision.")
+
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "feedback-event.v1.json": FeedbackEvent,
+    "escalation-event.v1.json": EscalationEvent,
+    "dead-letter.v1.json": DeadLetterHeaders,
+}
+
+
+def render_schema(model: type[BaseModel]) -> str:
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **model.model_json_schema(by_alias=True)}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write every wire schema into `directory`; returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in SCHEMA_MODELS.items():
+        path = directory / name
+        path.write_text(render_schema(model), encoding="utf-8")
+        written.append(path)
+    return written

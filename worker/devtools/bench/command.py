@@ -1,0 +1,82 @@
+"""The `triage-worker bench` command: arguments, the chosen mode, the JSON and the summary line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from worker.settings import Settings
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["model", "e2e"], default="model")
+    parser.add_argument("--model", help="model id or directory (default: TRIAGE_MODEL)")
+    parser.add_argument(
+        "--random-bert-base",
+        metavar="TOKENIZER_DIR",
+        help="benchmark a randomly initialised BERT-base with this tokenizer instead of --model",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: TRIAGE_DEVICE")
+    parser.add_argument("--events", type=positive_int, default=2000, help="texts (model) or events (e2e)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="model: baseline and ours take turns on this many slices"
+    )
+    parser.add_argument("--texts", type=Path, help="file of texts instead of synthetic reviews")
+    parser.add_argument("--partitions", type=positive_int, default=3, help="e2e: input topic partitions")
+    parser.add_argument("--rate", type=float, default=0.0, help="e2e: produce at this many events/s (0: backlog)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="e2e: worker processes in the consumer group")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
+    parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
+    parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
+    parser.add_argument("--json", type=Path, help="write the result here")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not at the top: the CLI builds every verb's arguments from this module.
+    from worker.devtools.bench.e2e_mode import bench_e2e
+    from worker.devtools.bench.model_mode import bench_model
+    from worker.devtools.bench.texts import load_texts, random_bert_base, synthetic_reviews
+
+    texts = load_texts(args.texts, args.events) if args.texts else synthetic_reviews(args.events)
+    updates = {
+        key: value
+        for key, value in {
+            "model": args.model,
+            "device": args.device,
+            "max_batch_size": args.max_batch_size,
+            "max_batch_tokens": args.max_batch_tokens,
+            "torch_compile": args.compile or None,
+        }.items()
+        if value is not None
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.random_bert_base:
+            updates["model"] = random_bert_base(args.random_bert_base, Path(scratch) / "bert-base-random")
+        settings = settings.model_copy(update=updates)
+        if args.mode == "model":
+            result = bench_model(settings, texts, args.rounds)
+            summary = (
+                f"ratio={result['ratio']} ours_per_s={result['ours_per_s']} "
+                f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
+                f"label_agreement={result['label_agreement']} device={result['device']}"
+            )
+        else:
+            result = bench_e2e(settings, texts, args.events, args.partitions, args.rate, args.workers)
+            summary = (
+                f"events_per_s={result['events_per_s']} p50_ms={result['p50_ms']} p99_ms={result['p99_ms']} "
+                f"stored={result['stored']} workers={result['workers']} device={result['device']}"
+            )
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(summary)
+    return 0

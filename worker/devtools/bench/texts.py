@@ -1,0 +1,84 @@
+"""Texts for the benchmarks: synthetic reviews with IMDB's length distribution, or a file of real ones,
+and a randomly initialised BERT-base that stands in for the model cards' models.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import random
+from pathlib import Path
+
+# Review vocabulary for synthetic texts: common words plus clearly positive and negative ones.
+WORDS = (
+    "the a and of to is in it that this was for with as on but movie film story acting plot characters "
+    "scene scenes director time really just good great bad best worst love loved hate boring wonderful "
+    "awful excellent terrible brilliant poor beautiful stupid funny fun dull amazing waste fantastic "
+    "script performance cast ending music camera watch watched again never ever would could should one "
+    "two first last long short slow fast very too much more most little well even though however because "
+    "character end years people think seen see made make back still over only also some any"
+).split()
+
+# Lengths in BERT tokens: log-normal fitted to IMDB (median 184 tokens, sigma 0.8: mean about 230
+# after truncation at 512, and about 10% of reviews longer than 512).
+LENGTH_MEDIAN_TOKENS = 184
+LENGTH_SIGMA = 0.8
+TOKENS_PER_WORD = 1.12
+
+
+def synthetic_reviews(n: int, seed: int = 0) -> list[str]:
+    """`n` reviews with IMDB's length distribution, built from WORDS (deterministic for a seed)."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        tokens = rng.lognormvariate(math.log(LENGTH_MEDIAN_TOKENS), LENGTH_SIGMA)
+        words = max(int(tokens / TOKENS_PER_WORD), 3)
+        sentences, current = [], []
+        for _ in range(words):
+            current.append(rng.choice(WORDS))
+            if len(current) >= rng.randint(8, 20):
+                sentences.append(" ".join(current).capitalize() + ".")
+                current = []
+        if current:
+            sentences.append(" ".join(current).capitalize() + ".")
+        texts.append(" ".join(sentences))
+    return texts
+
+
+def load_texts(path: Path, limit: int) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+        if ".csv" in path.suffixes:
+            rows = (row["text"] for row in csv.DictReader(handle))
+        elif ".jsonl" in path.suffixes:
+            rows = (json.loads(line)["text"] for line in handle if line.strip())
+        else:
+            rows = (line.rstrip("\n") for line in handle if line.strip())
+        texts = []
+        for text in rows:
+            texts.append(text)
+            if len(texts) >= limit:
+                break
+    return texts
+
+
+def random_bert_base(tokenizer_dir: str, target: Path) -> str:
+    """A randomly initialised BERT-base (`BertConfig()` defaults) with a real tokenizer, saved to `target`.
+
+    Throughput does not depend on the weights, so this stands in for the model cards' BERT-base models.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return str(target)

@@ -1,0 +1,130 @@
+"""Encoding: tokenize texts, plan forward passes by a padded-token budget, pad each pass into tensors.
+
+Texts are sorted by length and cut into passes whose padded size (texts x longest) fits
+`max_batch_tokens`, with at most `max_batch_size` texts. This is CPU work only, kept apart from
+the forward pass so the worker can prepare the next batch while the device runs this one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+UNBOUNDED_LENGTH = 1_000_000  # tokenizers without a limit report a huge sentinel
+# Padded tokens per forward pass when not configured, measured with `triage-worker bench` on the
+# worker's own 64-event micro-batches: on the CPU small, tightly sorted passes win (cache-sized
+# activations, little padding: 2,048 beat 4,096 by 11% on MiniLM and 13% on BERT-base); on a GPU
+# large ones do (the issue's H100 anchor is 131k tokens).
+DEFAULT_BATCH_TOKENS = {"cpu": 2_048, "cuda": 131_072}
+# A new forward pass starts when a text is shorter than this share of the pass's longest. On the
+# CPU padding is paid in full (attention grows with the padded length), so a few extra passes are
+# cheaper than padding a short review to a long one; on a GPU fewer, larger launches win.
+DEFAULT_MIN_FILL = {"cpu": 0.7, "cuda": 0.0}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Texts tokenized and cut into padded forward passes, ready for the device."""
+
+    ids: list[list[int]]
+    lengths: list[int]
+    passes: list[tuple[list[int], dict[str, torch.Tensor]]]  # (text indexes, padded tensors) per pass
+    tokenize_ms: float
+
+
+def plan_batches(
+    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int, min_fill: float = 0.0
+) -> list[list[int]]:
+    """Group text indexes, longest first, so each batch's padded size stays within the budget.
+
+    A batch costs len(batch) * (longest length in it) tokens. A single text longer than the
+    budget still gets a batch of its own. With `min_fill`, a text shorter than that share of the
+    batch's longest starts a new batch (length bucketing).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (
+            len(current) + 1 > max_batch_size
+            or (len(current) + 1) * longest > max_batch_tokens
+            or lengths[index] < min_fill * longest
+        ):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def max_length_of(tokenizer: PreTrainedTokenizerBase, max_position_embeddings: int | None) -> int:
+    """The longest input the model takes: the position table's size, or the tokenizer's limit if lower."""
+    limits = [max_position_embeddings or UNBOUNDED_LENGTH]
+    if tokenizer.model_max_length < UNBOUNDED_LENGTH:
+        limits.append(tokenizer.model_max_length)
+    return int(min(limits))
+
+
+class Encoder:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        min_fill: float,
+        pad_multiple: int | None,
+        pin_memory: bool,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.min_fill = min_fill
+        self.pad_multiple = pad_multiple
+        self.pin_memory = pin_memory
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        started = time.perf_counter()
+        if not texts:
+            return Encoded([], [], [], 0.0)
+        # Only the ids cross from the Rust tokenizer into Python; the attention mask follows from
+        # the lengths and token types are all 0 for single texts (this halves the tokenize time).
+        ids = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        lengths = [len(row) for row in ids]
+        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.min_fill)
+        passes = [(indexes, self.pad([ids[i] for i in indexes])) for indexes in plan]
+        return Encoded(ids, lengths, passes, (time.perf_counter() - started) * 1000)
+
+    def pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Pad one forward pass to its longest text (rounded up to `pad_multiple` when set)."""
+        longest = max(len(row) for row in ids)
+        if self.pad_multiple:
+            longest = -(-longest // self.pad_multiple) * self.pad_multiple
+        input_ids = np.full((len(ids), longest), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((len(ids), longest), dtype=np.int64)
+        left = self.tokenizer.padding_side == "left"
+        for row, values in enumerate(ids):
+            span = slice(longest - len(values), longest) if left else slice(0, len(values))
+            input_ids[row, span] = values
+            mask[row, span] = 1
+        arrays = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            arrays["token_type_ids"] = np.zeros_like(input_ids)
+        tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
+        return {name: t.pin_memory() for name, t in tensors.items()} if self.pin_memory else tensors

@@ -1,0 +1,6 @@
+"""Operator tools: the verbs around the worker rather than in its data path.
+
+`migrate` applies the schema, `send` publishes feedback files to the input topic, `trends`
+answers trend questions (`report`), `acks` marks escalations handled (`ack`). `observability/`
+holds the Prometheus scrape config and the Grafana dashboard that docker compose mounts.
+"""

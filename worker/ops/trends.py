@@ -1,0 +1,175 @@
+"""Trends: answers for support leads, read from the stored results (`triage-worker report`).
+
+"Is sentiment getting worse, and where?": share negative per product, source or day over a
+window (`--since 7d`), as a terminal table, CSV or JSON, and with `--plot` a PNG chart of share
+negative per day for each group (lines) over the daily volume (bars). Read-only; it uses the
+`sentiment_daily` view, so it costs one indexed scan of the window.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Engine, text
+
+from worker.contracts.errors import OperatorError
+
+Grouping = Literal["product", "source", "day"]
+SINCE_PATTERN = re.compile(r"^(\d+)([hdw])$")
+UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+MAX_PLOTTED_GROUPS = 8  # the rest are summed into "other" so the chart stays readable
+UNKNOWN = "(none)"
+
+
+def parse_since(value: str) -> timedelta:
+    """'36h', '7d' or '4w' -> a timedelta; anything else is a clear error."""
+    match = SINCE_PATTERN.match(value.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"--since must look like 24h, 7d or 4w, got {value!r}")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class TrendRow:
+    group: str
+    total: int
+    negatives: int
+    share_negative: float
+    escalations: int
+    open_escalations: int
+
+
+@dataclass(frozen=True)
+class DailyPoint:
+    day: date
+    group: str
+    total: int
+    negatives: int
+
+
+def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | None = None) -> list[TrendRow]:
+    """One row per group in the window, worst share negative first (ties: most volume first)."""
+    key = {"product": "product", "source": "source", "day": "(event_time at time zone 'UTC')::date::text"}[by]
+    order = "1" if by == "day" else "share_negative desc, total desc, 1"
+    sql = f"""
+        select coalesce({key}, :unknown) as grp, count(*) as total,
+               count(*) filter (where label = 'negative') as negatives,
+               round(count(*) filter (where label = 'negative')::numeric / count(*), 4) as share_negative,
+               count(*) filter (where escalated) as escalations,
+               count(*) filter (where escalated and acknowledged_at is null) as open_escalations
+        from feedback_results
+        where event_time >= :start
+        group by 1
+        order by {order}
+    """
+    start = (now or datetime.now(timezone.utc)) - since
+    with engine.connect() as connection:
+        result = connection.execute(text(sql), {"start": start, "unknown": UNKNOWN})
+        return [
+            TrendRow(
+                row.grp, row.total, row.negatives, float(row.share_negative), row.escalations, row.open_escalations
+            )
+            for row in result
+        ]
+
+
+def daily_points(engine: Engine, since: timedelta, by: Grouping, now: datetime | None = None) -> list[DailyPoint]:
+    """Per day and group, from the sentiment_daily view: the series behind the chart."""
+    key = {"product": "product", "source": "source", "day": "'all'"}[by]
+    start = ((now or datetime.now(timezone.utc)) - since).date()
+    sql = f"""
+        select day, coalesce({key}, :unknown) as grp, sum(total) as total, sum(negatives) as negatives
+        from sentiment_daily where day >= :start group by 1, 2 order by 1, 2
+    """
+    with engine.connect() as connection:
+        result = connection.execute(text(sql), {"start": start, "unknown": UNKNOWN})
+        return [DailyPoint(row.day, row.grp, int(row.total), int(row.negatives)) for row in result]
+
+
+def render(rows: list[TrendRow], by: Grouping, fmt: Literal["table", "csv", "json"]) -> str:
+    if fmt == "json":
+        return json.dumps([asdict(row) for row in rows], indent=2)
+    header = [by, "total", "negatives", "share_negative", "escalations", "open_escalations"]
+    values = [
+        [row.group, row.total, row.negatives, f"{row.share_negative:.4f}", row.escalations, row.open_escalations]
+        for row in rows
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(values)
+        return out.getvalue().rstrip("\n")
+    if not rows:
+        return "no feedback in this window"
+    cells = [header, *[[str(v) for v in line] for line in values]]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    lines = []
+    for n, line in enumerate(cells):
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
+        lines.append("  ".join(padded))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(points: list[DailyPoint], by: Grouping, since: str, path: Path) -> Path:
+    """Share negative per day for each group (lines, left axis) over the daily volume (bars, right).
+
+    matplotlib is an optional extra (`pip install 'feedback-triage-worker[tools]'`); without it
+    this raises an OperatorError, which the CLI turns into one line.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise OperatorError("report --plot needs matplotlib: pip install 'feedback-triage-worker[tools]'") from None
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    volume_by_group: dict[str, int] = {}
+    for p in points:
+        volume_by_group[p.group] = volume_by_group.get(p.group, 0) + p.total
+    top = sorted(volume_by_group, key=lambda g: -volume_by_group[g])[:MAX_PLOTTED_GROUPS]
+    series: dict[str, dict[date, list[int]]] = {}
+    for p in points:
+        group = p.group if p.group in top else "other"
+        day = series.setdefault(group, {}).setdefault(p.day, [0, 0])
+        day[0] += p.total
+        day[1] += p.negatives
+
+    fig, share_axis = plt.subplots(figsize=(11, 5.5), dpi=110)
+    volume_axis = share_axis.twinx()
+    days = sorted({p.day for p in points})
+    daily_volume = [sum(p.total for p in points if p.day == d) for d in days]
+    volume_axis.bar(days, daily_volume, width=0.8, color="#d0d7e2", label="volume (all groups)", zorder=1)
+    volume_axis.set_ylabel("events per day")
+    share_axis.set_zorder(volume_axis.get_zorder() + 1)
+    share_axis.patch.set_visible(False)
+    for group, by_day in sorted(series.items(), key=lambda item: -sum(v[0] for v in item[1].values())):
+        xs = sorted(by_day)
+        share_axis.plot(xs, [by_day[d][1] / by_day[d][0] for d in xs], marker="o", linewidth=2, label=group)
+    share_axis.set_ylim(0, 1)
+    share_axis.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    share_axis.set_ylabel("share negative")
+    share_axis.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+    share_axis.grid(axis="y", alpha=0.3)
+    title_by = "all feedback" if by == "day" else f"by {by}"
+    share_axis.set_title(f"Share of negative feedback per day, {title_by}, last {since}")
+    lines, labels = share_axis.get_legend_handles_labels()
+    bars, bar_labels = volume_axis.get_legend_handles_labels()
+    share_axis.legend(lines + bars, labels + bar_labels, loc="upper left", fontsize="small", ncol=2)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,165 @@
+"""Batches: the values one micro-batch takes on its way through the stages, and the report it ends in.
+
+    Polled (runner) -> Decoded (decode) -> Tokenized (tokenize) -> Inferred (infer) -> Stored (store)
+    -> BatchReport (runner, once the offsets are committed)
+
+Every value is frozen: a stage builds the next one and adds its own time to `timings`. The
+report feeds the totals, the `batch_stored` log line and the metrics, so the three always agree.
+`StageName` is the one set of stage names used by timings, logs, metrics and the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from worker.contracts.values import ClassifiedItem, FeedbackItem, RawRecord, Rejection, StoreOutcome
+
+
+class StageName(str, Enum):
+    POLL = "poll"  # main thread: fetching records from Kafka
+    DECODE = "decode"  # bytes -> valid events or dead-letter reasons
+    TOKENIZE = "tokenize"  # texts -> padded forward passes
+    INFER = "infer"  # the model and the triage policy
+    STORE = "store"  # dead letters sent, results and outbox rows in one transaction
+    COMMIT = "commit"  # main thread: offsets committed
+    RELAY = "relay"  # relay thread: outbox rows -> escalation topic
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Timings = tuple[tuple[StageName, float], ...]
+
+
+def timed(timings: Timings, stage: StageName, started: float) -> Timings:
+    """`timings` with `stage` added, busy from `started` (a perf_counter reading) until now."""
+    return (*timings, (stage, time.perf_counter() - started))
+
+
+@dataclass(frozen=True)
+class Polled:
+    records: tuple[RawRecord, ...]
+    generation: int  # the partition assignment it was polled under (see Runner._on_revoke)
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    polled: Polled
+    items: tuple[FeedbackItem, ...]
+    rejections: tuple[Rejection, ...]
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    decoded: Decoded
+    encoded: Any  # the model's encoded passes (worker.model.encoding.Encoded), opaque here
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Inferred:
+    polled: Polled
+    classified: tuple[ClassifiedItem, ...]
+    rejections: tuple[Rejection, ...]  # decode's, plus texts the model could not take
+    padded_tokens: int
+    queue_wait_s: float  # from leaving the batcher to the model starting on it
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Stored:
+    inferred: Inferred
+    outcome: StoreOutcome
+    timings: Timings
+
+    @property
+    def polled(self) -> Polled:
+        return self.inferred.polled
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """Everything known about one finished batch; built once, read by totals, log and metrics."""
+
+    events: int
+    classified: int
+    stored: int
+    escalated: int
+    duplicates: tuple[str, ...]
+    dead_letters: tuple[Rejection, ...]
+    padded_tokens: int
+    queue_wait_s: float
+    stage_s: Mapping[StageName, float]
+    record_timestamps_ms: tuple[int, ...]  # Kafka timestamps of the records, for end-to-end latency
+    committed: Mapping[str, int] | str  # offsets committed, "on_revoke", or "not_committed"
+    finished_at_ms: float
+
+    @classmethod
+    def of(cls, stored: Stored, committed: Mapping[str, int] | str, commit_s: float) -> BatchReport:
+        inferred, records = stored.inferred, stored.polled.records
+        stage_s: dict[StageName, float] = {}
+        for stage, seconds in (*stored.timings, (StageName.COMMIT, commit_s)):
+            stage_s[stage] = stage_s.get(stage, 0.0) + seconds
+        return cls(
+            events=len(records),
+            classified=len(inferred.classified),
+            stored=stored.outcome.inserted,
+            escalated=stored.outcome.escalations,
+            duplicates=tuple(stored.outcome.duplicates),
+            dead_letters=inferred.rejections,
+            padded_tokens=inferred.padded_tokens,
+            queue_wait_s=inferred.queue_wait_s,
+            stage_s=stage_s,
+            record_timestamps_ms=tuple(r.timestamp_ms for r in records if r.timestamp_ms is not None),
+            committed=committed,
+            finished_at_ms=time.time() * 1000,
+        )
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of the `batch_stored` log line."""
+        return {
+            "events": self.events,
+            "stored": self.stored,
+            "escalated": self.escalated,
+            "dead_lettered": len(self.dead_letters),
+            "duplicates": len(self.duplicates),
+            "padded_tokens": self.padded_tokens,
+            **{f"{stage}_ms": round(seconds * 1000, 2) for stage, seconds in self.stage_s.items()},
+            "committed": self.committed,
+        }
+
+
+@dataclass
+class Totals:
+    """What a runner has done so far, summed from its batch reports (and the relay's rounds)."""
+
+    consumed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    escalated: int = 0
+    dead_lettered: int = 0
+    relayed: int = 0
+    batches: int = 0
+    # Seconds each stage was busy. Stages run in parallel, so these add up to more than the wall time.
+    stage_s: dict[StageName, float] = field(default_factory=lambda: dict.fromkeys(StageName, 0.0))
+
+    def add(self, report: BatchReport) -> None:
+        self.consumed += report.events
+        self.stored += report.stored
+        self.duplicates += len(report.duplicates)
+        self.escalated += report.escalated
+        self.dead_lettered += len(report.dead_letters)
+        self.batches += 1
+        for stage, seconds in report.stage_s.items():
+            self.stage_s[stage] += seconds
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of the `worker_stopped` log line."""
+        counts = {k: v for k, v in vars(self).items() if k != "stage_s"}
+        return {**counts, "stage_s": {str(k): round(v, 3) for k, v in self.stage_s.items()}}

@@ -1,0 +1,101 @@
+"""Decode: turn the bytes of one Kafka record into a FeedbackItem, or a Rejection with a reason.
+
+Never raises on input. Every way a payload can be wrong maps to a stable `ErrorClass` that
+travels in the dead-letter headers (see worker/contracts/errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from worker.contracts.errors import ErrorClass
+from worker.contracts.values import FeedbackItem, RawRecord, Rejection
+from worker.contracts.wire import FeedbackEvent
+
+
+class Decoder:
+    """Validates records against `feedback-event.v1` and the size limits."""
+
+    def __init__(self, max_text_chars: int, max_value_bytes: int = 1_048_576) -> None:
+        self.max_text_chars = max_text_chars
+        self.max_value_bytes = max_value_bytes
+
+    def decode(self, record: RawRecord) -> FeedbackItem | Rejection:
+        def reject(error_class: ErrorClass, message: str) -> Rejection:
+            return Rejection(record=record, error_class=error_class, message=message)
+
+        value = record.value
+        if value is None:
+            return reject(ErrorClass.MISSING_VALUE, "record has no value (tombstone)")
+        if len(value) > self.max_value_bytes:
+            return reject(ErrorClass.VALUE_TOO_LARGE, f"value is {len(value)} bytes, limit {self.max_value_bytes}")
+        try:
+            decoded_text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return reject(ErrorClass.INVALID_UTF8, f"value is not UTF-8: {exc.reason} at byte {exc.start}")
+        try:
+            payload = json.loads(decoded_text, parse_constant=_reject_constant)
+        except RecursionError:
+            return reject(ErrorClass.INVALID_JSON, "JSON is nested too deeply")
+        except ValueError as exc:
+            return reject(ErrorClass.INVALID_JSON, f"value is not JSON: {exc}")
+        if not isinstance(payload, dict):
+            return reject(ErrorClass.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
+        text = payload.get("text")
+        if isinstance(text, str) and len(text) > self.max_text_chars:
+            return reject(ErrorClass.TEXT_TOO_LONG, f"text has {len(text)} characters, limit {self.max_text_chars}")
+        problem = _unstorable(payload)
+        if problem:
+            return reject(ErrorClass.INVALID_TEXT, problem)
+        try:
+            event = FeedbackEvent.model_validate(payload)
+        except ValidationError as exc:
+            return reject(ErrorClass.INVALID_EVENT, _summarise(exc))
+        if not event.text.strip():
+            return reject(ErrorClass.EMPTY_TEXT, "text is blank")
+        return FeedbackItem(
+            record=record,
+            event_id=event.event_id or f"{record.topic}:{record.partition}:{record.offset}",
+            text=event.text,
+            source=event.source,
+            product=event.product,
+            customer_id=event.customer_id,
+            created_at=event.created_at,
+            metadata=event.metadata,
+        )
+
+
+def _reject_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (RFC 8259); Python accepts them, JSONB does not."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _summarise(exc: ValidationError) -> str:
+    """A short, text-free summary of what failed validation (never echoes the input)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _unstorable(payload: dict[str, object]) -> str | None:
+    """PostgreSQL text and JSONB cannot hold NUL characters or unpaired UTF-16 surrogates."""
+    stack: list[object] = [payload]
+    while stack:  # iterative: payloads may be nested as deep as the JSON parser allows
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            if "\x00" in node:
+                return "event contains NUL characters, which PostgreSQL cannot store"
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return "event contains unpaired UTF-16 surrogates"
+    return None

@@ -1,0 +1,105 @@
+"""Health: /metrics, /healthz and /readyz on TRIAGE_METRICS_PORT, and the readiness probes.
+
+`/metrics` is the Prometheus text format, `/healthz` answers while the process runs (also during a
+long model load), and `/readyz` answers 200 only when every readiness check passes (database and
+broker reachable, model loaded), 503 with the failing checks otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from worker.runtime.metrics import Metrics
+
+ReadyCheck = Callable[[], Mapping[str, bool]]
+
+
+class HealthServer:
+    """`/metrics`, `/healthz` and `/readyz` on one port, in a daemon thread."""
+
+    def __init__(self, port: int, metrics: Metrics, ready: ReadyCheck, host: str = "0.0.0.0") -> None:
+        registry = metrics.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b'{"status": "alive"}\n', "application/json")
+                elif path == "/readyz":
+                    checks = dict(ready())
+                    status = 200 if all(checks.values()) else 503
+                    body = json.dumps({"ready": status == 200, "checks": checks}).encode() + b"\n"
+                    self._send(status, body, "application/json")
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - scrapes stay out of the logs
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CachedCheck:
+    """Run a readiness probe at most once per `ttl_s`, so frequent probes cost nothing."""
+
+    def __init__(self, probe: ReadyCheck, ttl_s: float = 2.0) -> None:
+        self.probe, self.ttl_s = probe, ttl_s
+        self._at, self._value = 0.0, {}
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Mapping[str, bool]:
+        with self._lock:
+            if time.monotonic() - self._at > self.ttl_s:
+                self._value, self._at = self.probe(), time.monotonic()
+            return self._value
+
+
+def database_reachable(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        return True
+    except DBAPIError:
+        return False
+
+
+def broker_reachable(bootstrap_servers: list[str], timeout_s: float = 2.0) -> bool:
+    """True when a TCP connection to any bootstrap server opens (TLS and SASL come after)."""
+    for server in bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

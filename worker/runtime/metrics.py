@@ -1,0 +1,109 @@
+"""Metrics: the worker's Prometheus metrics, fed by one `BatchReport` per committed batch.
+
+The runner hands each report to `observe`, plus the relay's rounds, the time spent polling and
+the consumer lag; this module turns them into counters, histograms and gauges. Stage labels are
+the `StageName` values used everywhere else. `health` serves them on /metrics. A test checks
+that every metric the Grafana dashboard queries is exported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from worker.runtime.batches import BatchReport
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+EVENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+TOKEN_BUCKETS = tuple(2**n for n in range(8, 20))  # 256 .. 524,288 padded tokens
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("triage_events_consumed", "Events read from the input topic and committed", registry=r)
+        self.classified = Counter("triage_events_classified", "Events the model classified", registry=r)
+        self.stored = Counter("triage_events_stored", "New result rows stored (replays excluded)", registry=r)
+        self.escalated = Counter("triage_events_escalated", "Stored results that were escalated", registry=r)
+        self.dead_lettered = Counter(
+            "triage_events_dead_lettered", "Events sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.duplicates = Counter("triage_events_duplicate", "Events whose event_id was already stored", registry=r)
+        self.published = Counter(
+            "triage_escalations_published", "Escalations published to the escalation topic", registry=r
+        )
+        self.batch_events = Histogram(
+            "triage_batch_events", "Events per micro-batch", buckets=EVENT_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "triage_batch_padded_tokens", "Padded tokens per micro-batch", buckets=TOKEN_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "triage_queue_wait_seconds",
+            "From a batch leaving the batcher to the model starting on it",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "triage_stage_seconds",
+            "Time one batch spent in each stage (decode, tokenize, infer, store, commit)",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_busy = Counter(
+            "triage_stage_busy_seconds",
+            "Seconds each stage was busy, every stage (poll and relay too); stages overlap",
+            ["stage"],
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "triage_end_to_end_seconds",
+            "From the Kafka record timestamp to its offset being committed, per event",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "triage_consumer_lag", "Records behind the partition's high watermark", ["topic", "partition"], registry=r
+        )
+        self.in_flight = Gauge("triage_pipeline_batches_in_flight", "Batches between poll and commit", registry=r)
+        self.model = Info("triage_model", "The model being served", registry=r)
+
+    def describe_model(self, description: Mapping[str, Any]) -> None:
+        self.model.info({k: str(v) for k, v in description.items() if k in ("model", "device", "dtype", "max_length")})
+
+    def observe(self, report: BatchReport) -> None:
+        self.consumed.inc(report.events)
+        self.classified.inc(report.classified)
+        self.stored.inc(report.stored)
+        self.escalated.inc(report.escalated)
+        self.duplicates.inc(len(report.duplicates))
+        for rejection in report.dead_letters:
+            self.dead_lettered.labels(str(rejection.error_class)).inc()
+        self.batch_events.observe(report.events)
+        self.batch_tokens.observe(report.padded_tokens)
+        self.queue_wait.observe(max(report.queue_wait_s, 0.0))
+        for stage, seconds in report.stage_s.items():
+            self.stage_seconds.labels(str(stage)).observe(seconds)
+            self.stage_busy.labels(str(stage)).inc(seconds)
+        for timestamp_ms in report.record_timestamps_ms:
+            if timestamp_ms >= 0:
+                self.end_to_end.observe(max(report.finished_at_ms - timestamp_ms, 0.0) / 1000)
+
+    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        self.lag.clear()  # partitions that moved to another worker disappear
+        for (topic, partition), behind in lag.items():
+            self.lag.labels(topic, str(partition)).set(behind)
+
+    def exported_names(self) -> set[str]:
+        """Every sample name a scrape can contain (e.g. triage_events_stored_total, *_bucket)."""
+        return {sample.name for family in self.registry.collect() for sample in family.samples} | {
+            family.name + suffix
+            for family in self.registry.collect()
+            for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}.get(
+                family.type, ("",)
+            )
+        }

@@ -1,0 +1,139 @@
+"""Relay: publish pending escalation outbox rows to the escalation topic, then mark them sent.
+
+Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several workers can relay at once without
+sending the same row twice in the normal case. A row is marked published only after the broker
+acknowledged it; if Kafka is down the rows stay pending and are retried on the next call.
+Delivery is at least once: consumers de-duplicate on the message key (the event_id).
+`RelayLoop` runs the relay in its own thread, a round every RELAY_INTERVAL_S until nothing is
+pending; at a clean stop it publishes what is left, an abandoned worker leaves that to the next.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
+from sqlalchemy import Engine, Text, cast, select, update
+from sqlalchemy.exc import DBAPIError
+
+from worker.contracts.tables import escalation_outbox
+from worker.logs import get_logger
+from worker.runtime.delivery import await_delivery
+from worker.runtime.failpoints import failpoint
+
+log = get_logger("worker.relay")
+
+RELAY_INTERVAL_S = 0.25
+
+
+class EscalationRelay:
+    def __init__(
+        self, engine: Engine, producer: KafkaProducer, topic: str, *, batch_size: int = 500, timeout_s: float = 10.0
+    ) -> None:
+        self.engine = engine
+        self.producer = producer
+        self.topic = topic
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+
+    def publish_pending(self) -> tuple[int, int]:
+        """Publish one batch of pending rows; returns (published, failed)."""
+        outbox = escalation_outbox.c
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
+                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"))
+                .where(outbox.published_at.is_(None))
+                .order_by(outbox.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0, 0
+            pending: list[tuple[int, FutureRecordMetadata | None]] = []
+            send_error = None
+            for row in rows:
+                try:
+                    future = self.producer.send(
+                        self.topic,
+                        key=row.event_id.encode("utf-8"),
+                        value=row.payload.encode("utf-8"),
+                    )
+                except KafkaError as exc:  # broker unreachable: stop here, the rest stay pending
+                    send_error = f"{type(exc).__name__}: {exc}"[:1000]
+                    pending += [(r.id, None) for r in rows[len(pending) :]]
+                    break
+                pending.append((row.id, future))
+            sent, failed, last_error = await_delivery(self.producer, pending, self.timeout_s)
+            failpoint("during_relay")
+            last_error = last_error or send_error
+            now = datetime.now(timezone.utc)
+            if sent:
+                connection.execute(
+                    update(escalation_outbox)
+                    .where(outbox.id.in_(sent))
+                    .values(published_at=now, attempts=outbox.attempts + 1)
+                )
+            if failed:
+                connection.execute(
+                    update(escalation_outbox)
+                    .where(outbox.id.in_(failed))
+                    .values(attempts=outbox.attempts + 1, last_error=last_error)
+                )
+        return len(sent), len(failed)
+
+
+class RelayLoop:
+    """The relay in a thread of its own; `on_round(published, busy_s)` reports every round."""
+
+    def __init__(
+        self, relay: EscalationRelay, on_round: Callable[[int, float], None], interval_s: float = RELAY_INTERVAL_S
+    ) -> None:
+        self.relay = relay
+        self.on_round = on_round
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._final_round = True
+        self._thread = threading.Thread(target=self._loop, name="relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *, final_round: bool, timeout_s: float) -> None:
+        """End the loop; with `final_round`, publish what is pending first (waiting up to `timeout_s`)."""
+        self._final_round = final_round
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.publish_all()
+        if self._final_round:
+            self.publish_all()
+
+    def publish_all(self) -> None:
+        """Publish outbox rows until none is pending or a round fails; errors are logged, not raised."""
+        started = time.perf_counter()
+        total = 0
+        try:
+            while True:
+                published, failed = self.relay.publish_pending()
+                total += published
+                if published:
+                    log.info("escalations_published", count=published, failed=failed)
+                if failed:
+                    log.warning("escalations_unpublished", count=failed)
+                if published == 0 or failed:
+                    return
+        except DBAPIError as exc:
+            log.warning("relay_failed", error=type(exc.orig).__name__)
+        except Exception as exc:  # noqa: BLE001 - the outbox keeps the rows; try again next round
+            log.error("relay_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            self.on_round(total, time.perf_counter() - started)

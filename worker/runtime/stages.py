@@ -1,0 +1,168 @@
+"""Stages: the four steps a micro-batch goes through between poll and commit, one object each.
+
+    decode:   records -> valid events, and dead-letter reasons for the rest
+    tokenize: texts -> padded forward passes (CPU work)
+    infer:    the model's answers -> triaged, classified items
+    store:    dead letters sent, results and outbox rows in one transaction, dead letters acknowledged
+
+Each is a pipeline `Stage` (a name and `process`), run in its own thread by the pipeline. Each builds the
+next frozen value and adds its own busy time to it. The store stage waits out an outage of
+PostgreSQL or the broker (see retry), so the batch stays uncommitted until it is really stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from worker.contracts.errors import ErrorClass
+from worker.contracts.values import (
+    ClassificationFailure,
+    ClassifiedItem,
+    FeedbackItem,
+    Prediction,
+    Rejection,
+    StoreOutcome,
+)
+from worker.logs import get_logger
+from worker.runtime.batches import Decoded, Inferred, Polled, StageName, Stored, Tokenized, timed
+from worker.runtime.decode import Decoder
+from worker.runtime.failpoints import failpoint
+from worker.runtime.retry import Backoff, Unavailable, retry
+from worker.runtime.triage import TriagePolicy
+
+log = get_logger("worker.stages")
+
+
+class Model(Protocol):
+    """What the stages need of the classifier (worker.model.classifier.SentimentClassifier)."""
+
+    model_name: str
+
+    def encode(self, texts: Sequence[str]) -> Any: ...
+
+    def classify(self, encoded: Any) -> Any: ...  # an Inference: .answers and .stats
+
+
+class ResultWriter(Protocol):
+    """worker.runtime.store.ResultStore: one transaction per batch; raises Unavailable in an outage."""
+
+    def write(self, results: Sequence[ClassifiedItem]) -> StoreOutcome: ...
+
+
+class DeadLetters(Protocol):
+    """worker.runtime.deadletter.DeadLetterSink: `flush` returns what the broker did not acknowledge."""
+
+    def send(self, rejections: Iterable[Rejection]) -> None: ...
+
+    def flush(self) -> list[Rejection]: ...
+
+
+class DecodeStage:
+    name = StageName.DECODE
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+
+    def process(self, batch: Polled) -> Decoded:
+        started = time.perf_counter()
+        items: list[FeedbackItem] = []
+        rejections: list[Rejection] = []
+        for record in batch.records:
+            decoded = self.decoder.decode(record)
+            if isinstance(decoded, FeedbackItem):
+                items.append(decoded)
+            else:
+                rejections.append(decoded)
+        return Decoded(batch, tuple(items), tuple(rejections), timed((), self.name, started))
+
+
+class TokenizeStage:
+    name = StageName.TOKENIZE
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def process(self, batch: Decoded) -> Tokenized:
+        started = time.perf_counter()
+        encoded = self.model.encode([item.text for item in batch.items])
+        return Tokenized(batch, encoded, timed(batch.timings, self.name, started))
+
+
+class InferStage:
+    """Classify and triage; a text the model cannot take even alone becomes a dead letter."""
+
+    name = StageName.INFER
+
+    def __init__(self, model: Model, policy: TriagePolicy) -> None:
+        self.model = model
+        self.policy = policy
+
+    def process(self, batch: Tokenized) -> Inferred:
+        started = time.perf_counter()
+        decoded = batch.decoded
+        queue_wait_s = started - decoded.polled.submitted_at - sum(seconds for _, seconds in batch.timings)
+        inference = self.model.classify(batch.encoded)
+        inference_ms = inference.stats.inference_ms
+        classified: list[ClassifiedItem] = []
+        rejections = list(decoded.rejections)
+        for item, answer in zip(decoded.items, inference.answers, strict=True):
+            if isinstance(answer, ClassificationFailure):
+                rejections.append(Rejection(item.record, ErrorClass.CLASSIFICATION_FAILED, answer.message))
+                continue
+            assert isinstance(answer, Prediction)
+            classified.append(
+                ClassifiedItem(
+                    item=item,
+                    prediction=answer,
+                    decision=self.policy.decide(answer),
+                    model=self.model.model_name,
+                    inference_ms=inference_ms,
+                    batch_size=len(decoded.items),
+                )
+            )
+        return Inferred(
+            polled=decoded.polled,
+            classified=tuple(classified),
+            rejections=tuple(rejections),
+            padded_tokens=inference.stats.padded_tokens,
+            queue_wait_s=queue_wait_s,
+            timings=timed(batch.timings, self.name, started),
+        )
+
+
+class StoreStage:
+    """Send dead letters, store results and outbox rows in one transaction, await the dead letters.
+
+    While PostgreSQL or the broker is down it waits with backoff; nothing of this batch is
+    committed meanwhile, so a crash or an abandon replays it.
+    """
+
+    name = StageName.STORE
+
+    def __init__(
+        self, writer: ResultWriter, dead_letters: DeadLetters, backoff: Backoff, abandon: threading.Event
+    ) -> None:
+        self.writer = writer
+        self.dead_letters = dead_letters
+        self.backoff = backoff
+        self.abandon = abandon
+
+    def process(self, batch: Inferred) -> Stored:
+        started = time.perf_counter()
+        self.dead_letters.send(batch.rejections)
+        outcome = retry(
+            lambda: self.writer.write(batch.classified), backoff=self.backoff, abandon=self.abandon, event="store_retry"
+        )
+        failpoint("after_store")
+        retry(self._deliver_dead_letters, backoff=self.backoff, abandon=self.abandon, event="dead_letter_retry")
+        return Stored(batch, outcome, timed(batch.timings, self.name, started))
+
+    def _deliver_dead_letters(self) -> None:
+        """Wait for the broker's acknowledgements; what it missed is sent again and reported unavailable."""
+        undelivered = self.dead_letters.flush()
+        if undelivered:
+            self.dead_letters.send(undelivered)
+            raise Unavailable(f"broker: {len(undelivered)} dead letters not acknowledged")

@@ -1,0 +1,192 @@
+"""Store: write one batch of results and its escalation outbox rows in one Postgres transaction.
+
+Idempotent on `event_id`: a replayed event (after a crash or a rebalance) inserts nothing and
+creates no second outbox row. Within a batch, the first event with an id wins; later ones with
+the same id are reported back as duplicates so the caller can log them.
+
+The batch travels by COPY into a temporary staging table, then one statement moves it into
+`feedback_results` (ON CONFLICT DO NOTHING) and adds the outbox rows of the rows it inserted.
+That is about 2.5x faster than a multi-row INSERT of the same rows (see README, Performance).
+A lost connection or a database that refuses connections raises `Unavailable` (the caller waits
+and tries again); any other database error is raised as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from worker.contracts.tables import feedback_results
+from worker.contracts.values import ClassifiedItem, StoreOutcome
+from worker.contracts.wire import EscalationEvent
+from worker.runtime.retry import Unavailable
+
+# The columns the worker writes, in COPY order: all of the table's but the key, the generated
+# `event_time`, and the acknowledgement that `triage-worker ack` sets later.
+NOT_WRITTEN = {"id", "event_time", "acknowledged_at", "acknowledged_by"}
+COLUMNS = tuple(column.name for column in feedback_results.columns if column.name not in NOT_WRITTEN)
+_COLUMN_LIST = ", ".join(COLUMNS)
+# Session-local and emptied at every commit: issued with every batch, it creates the table once per
+# database connection (and again after a rollback undid the creation).
+CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS triage_staging ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload FROM feedback_results WITH NO DATA"
+)
+COPY_STAGING = f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload) FROM STDIN"
+MOVE_STAGED = f"""
+WITH inserted AS (
+    INSERT INTO feedback_results ({_COLUMN_LIST})
+    SELECT {_COLUMN_LIST} FROM triage_staging
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), outboxed AS (
+    INSERT INTO escalation_outbox (event_id, payload, created_at, attempts)
+    SELECT staged.event_id, staged.escalation_payload, %(now)s, 0
+    FROM triage_staging AS staged JOIN inserted USING (event_id)
+    WHERE staged.escalation_payload IS NOT NULL
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+SELECT (SELECT coalesce(array_agg(event_id), '{{}}') FROM inserted), (SELECT count(*) FROM outboxed)
+"""
+# COPY's text format: backslash escapes for the characters that delimit fields and rows.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def escalation_event(result: ClassifiedItem, escalated_at: datetime, include_text: bool) -> EscalationEvent:
+    item, prediction = result.item, result.prediction
+    assert result.decision.reason is not None
+    return EscalationEvent(
+        event_id=item.event_id,
+        label=prediction.label,
+        score=prediction.score,
+        reason=result.decision.reason,
+        source=item.source,
+        product=item.product,
+        customer_id=item.customer_id,
+        created_at=item.created_at,
+        model=result.model,
+        text=item.text if include_text else None,
+        escalated_at=escalated_at,
+    )
+
+
+class ResultStore:
+    def __init__(self, engine: Engine, *, store_text: bool = True) -> None:
+        self.engine = engine
+        self.store_text = store_text
+
+    def write(self, results: Sequence[ClassifiedItem]) -> StoreOutcome:
+        """Insert results and outbox rows atomically; returns what was new."""
+        unique: dict[str, ClassifiedItem] = {}
+        duplicates: list[str] = []
+        for result in results:
+            if result.item.event_id in unique:
+                duplicates.append(result.item.event_id)
+            else:
+                unique[result.item.event_id] = result
+        if not unique:
+            return StoreOutcome(0, 0, tuple(duplicates))
+        now = datetime.now(timezone.utc)
+        staged = io.StringIO()
+        for result in unique.values():
+            row = self._row(result, now)
+            staged.write(copy_line([*(row[column] for column in COLUMNS), self._escalation_payload(result, now)]))
+        staged.seek(0)
+        try:
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(CREATE_STAGING)
+                _copy(connection, COPY_STAGING, staged)
+                inserted_ids, escalations = connection.exec_driver_sql(MOVE_STAGED, {"now": now}).one()
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise Unavailable(f"database: {type(exc.orig).__name__}") from exc
+            raise
+        inserted = set(inserted_ids)
+        duplicates.extend(event_id for event_id in unique if event_id not in inserted)
+        return StoreOutcome(inserted=len(inserted), escalations=escalations, duplicates=tuple(duplicates))
+
+    def _row(self, result: ClassifiedItem, now: datetime) -> dict[str, object]:
+        item, prediction, record = result.item, result.prediction, result.item.record
+        return {
+            "event_id": item.event_id,
+            "label": prediction.label,
+            "score": prediction.score,
+            "negative_prob": prediction.negative_prob,
+            "escalated": result.decision.escalate,
+            "escalation_reason": result.decision.reason,
+            "model": result.model,
+            "source": item.source,
+            "product": item.product,
+            "customer_id": item.customer_id,
+            "created_at": item.created_at,
+            "processed_at": now,
+            "kafka_topic": record.topic,
+            "kafka_partition": record.partition,
+            "kafka_offset": record.offset,
+            "kafka_timestamp": (
+                datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc)
+                if record.timestamp_ms is not None and record.timestamp_ms >= 0
+                else None
+            ),
+            "inference_ms": result.inference_ms,
+            "batch_size": result.batch_size,
+            "text": item.text if self.store_text else None,
+            "metadata": item.metadata,
+        }
+
+    def _escalation_payload(self, result: ClassifiedItem, now: datetime) -> dict[str, object] | None:
+        if not result.decision.escalate:
+            return None
+        return escalation_event(result, now, self.store_text).model_dump(mode="json")
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """Connection-level failures are worth retrying; constraint or SQL errors are not."""
+    return bool(exc.connection_invalidated) or type(exc.orig).__name__ in {"OperationalError", "InterfaceError"}
+
+
+def copy_line(values: Iterable[object]) -> str:
+    """One row in COPY's text format: tab-separated, \\N for NULL, JSON for dicts."""
+    fields = []
+    for value in values:
+        if value is None:
+            fields.append("\\N")
+        elif isinstance(value, bool):
+            fields.append("t" if value else "f")
+        elif isinstance(value, datetime):
+            fields.append(value.isoformat())
+        elif isinstance(value, (dict, list)):
+            fields.append(json.dumps(value, ensure_ascii=False).translate(_COPY_ESCAPES))
+        elif isinstance(value, float):
+            fields.append(repr(value))
+        else:
+            fields.append(str(value).translate(_COPY_ESCAPES))
+    return "\t".join(fields) + "\n"
+
+
+def _copy(connection: Connection, statement: str, data: io.StringIO) -> None:
+    """Run COPY ... FROM STDIN on the connection's driver cursor, failing the way SQLAlchemy does.
+
+    SQLAlchemy has no COPY call, so its error handling is repeated here: driver errors become
+    DBAPIError, and a lost connection is invalidated so the pool does not hand it out again.
+    """
+    driver_connection = connection.connection
+    cursor = driver_connection.cursor()
+    try:
+        cursor.copy_expert(statement, data)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, driver_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, connection.dialect.loaded_dbapi.Error, connection_invalidated=lost
+        ) from exc
+    finally:
+        if not cursor.closed:
+            cursor.close()
