@@ -1,6 +1,6 @@
 """Alembic environment: runs the migrations against the URL the worker passes in.
 
-`triage-worker migrate` builds the Alembic config in code (see worker/migrate.py) and sets
+`triage-worker migrate` builds the Alembic config in code (see worker/runtime/schema.py) and sets
 `sqlalchemy.url` from TRIAGE_DATABASE_URL, so there is no alembic.ini to keep in step.
 """
 

@@ -3,7 +3,9 @@ that does the work: `run` to the runtime, `classify` to the model, `migrate`, `s
 and `ack` to the operator tools, `demo` and `bench` to the development tools.
 
 Exit status 2 means the operator must change something: invalid settings (the message names the
-TRIAGE_* variable), a model that cannot be loaded, a missing optional package, a bad argument.
+TRIAGE_* variable), a model that cannot be loaded, a database schema behind the migrations, a
+missing optional package, a bad argument. `run` exits 1 when it abandoned work in hand and 3 when
+the input topic holds a batch it cannot read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from worker.settings import Settings, SettingsError, load_settings
 
 log = get_logger("worker.cli")
 
+UNREADABLE_BATCH_EXIT = 3  # `run` met a record batch it cannot read (CRC mismatch, unknown codec)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    verbs.add_parser("run", help="consume the input topic and process events until SIGTERM/SIGINT")
+    run = verbs.add_parser("run", help="consume the input topic and process events until SIGTERM/SIGINT")
+    run.add_argument("--processes", type=int, help="worker processes in the group (default: TRIAGE_PROCESSES)")
 
     migrate = verbs.add_parser("migrate", help="apply the database migrations (Alembic)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -67,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {"model": args.model} if getattr(args, "model", None) else {}
+    overrides = {name: getattr(args, name) for name in ("model", "processes") if getattr(args, name, None) is not None}
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
@@ -96,12 +101,28 @@ def _fail(message: str) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.runtime.retry import Abandoned
+    from worker.runtime.shutdown import Shutdown
+    from worker.runtime.source import UnreadableBatch
     from worker.runtime.wiring import build_runner
 
     log.info("settings_loaded", settings=settings.safe_dump())
-    runner = build_runner(settings)
-    runner.shutdown.install_signal_handlers()
-    runner.run()
+    if settings.processes > 1:
+        from worker.runtime.supervisor import supervise
+
+        return supervise(settings)
+    shutdown = Shutdown(settings.shutdown_grace_s)
+    shutdown.install_signal_handlers()  # before the start-up waits, so a stop ends them at once
+    try:
+        runner = build_runner(settings, shutdown=shutdown)
+    except Abandoned:
+        log.info("worker_stopped", during="start-up")
+        return 0
+    try:
+        runner.run()
+    except UnreadableBatch as exc:
+        print(f"triage-worker: {exc}; see README, Faults and guarantees", file=sys.stderr)
+        return UNREADABLE_BATCH_EXIT
     return 1 if runner.abandoned else 0
 
 

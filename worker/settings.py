@@ -56,12 +56,14 @@ class Settings(BaseSettings):
     model: str = "sm3455/bert-mlm-ft"
     label_map: Annotated[dict[str, str] | None, NoDecode] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_batch_size: int | None = Field(None, ge=1, le=4096)  # None: chosen for the device (see model/encoding)
     max_batch_tokens: int | None = Field(None, ge=64)  # None: chosen for the device (see classifier)
     max_wait_ms: int = Field(50, ge=0, le=60_000)
     # Micro-batches between poll and commit (being decoded, classified or stored) before the
     # worker pauses its partitions; 3 keeps every stage busy.
     pipeline_depth: int = Field(3, ge=1, le=64)
+    # Worker processes `triage-worker run` starts in the group (e.g. several feeding one GPU); see supervisor.
+    processes: int = Field(1, ge=1, le=64)
     torch_compile: bool = False  # torch.compile the model (dynamic shapes); see README, Performance
 
     # --- Triage ------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ class TcpProxy:
         self.port = port or free_port()
         self.tls = tls
         self.target_port = target_port
+        self.corrupt_marker: bytes | None = None
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -228,9 +229,12 @@ class TcpProxy:
             self._sockets += [client, upstream]
         self._pump(client, upstream)
 
-    @staticmethod
-    def _pump(client: socket.socket, upstream: socket.socket) -> None:
-        """Copy bytes both ways from one thread (an SSL socket must not be used from two at once)."""
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Copy bytes both ways from one thread (an SSL socket must not be used from two at once).
+
+        With `corrupt_marker` set, the bytes from the broker that contain it have its last byte
+        changed, so the record batch carrying it arrives with a CRC that does not match.
+        """
         peers = {client: upstream, upstream: client}
         try:
             while True:
@@ -240,6 +244,9 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    marker = self.corrupt_marker
+                    if marker and sock is upstream and marker in data:
+                        data = data.replace(marker, marker[:-1] + b"#")
                     peers[sock].sendall(data)
         except (OSError, ValueError):
             pass
@@ -268,13 +275,13 @@ class SaslPlainProxy(TcpProxy):
         self.failed_logins = 0
         super().__init__(target_port, port=port)
 
-    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:  # type: ignore[override]
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         try:
             authenticated = self._authenticate(client, upstream)
         except (OSError, ValueError):
             authenticated = False
         if authenticated:
-            TcpProxy._pump(client, upstream)
+            super()._pump(client, upstream)
         else:
             for sock in (client, upstream):
                 sock.close()

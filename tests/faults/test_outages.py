@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, TcpProxy, drain_and_stop, make_stream, verify
 from tests.services import (
-    DEAD_LETTERS,
-    ESCALATIONS,
-    INPUT,
     WorkerProcess,
     committed_offsets,
     produce,
@@ -65,19 +61,6 @@ def test_postgres_outage_pauses_commits_and_catches_up(
     drain_and_stop(worker, database_url, expected, 240, "catching up after the outage")
     assert "store_retry" in worker.logs()
     verify("postgres_outage", broker.bootstrap_servers, database_url, expected, outage_s=outage_s, restarts=0)
-
-
-@pytest.fixture
-def proxied_broker() -> Iterator[tuple[LocalBroker, TcpProxy]]:
-    """A broker that advertises a proxy, so every client connection goes through it."""
-    from worker.devtools.local_services import free_port
-
-    proxy_port = free_port()
-    with LocalBroker(advertised_port=proxy_port) as local:
-        proxy = TcpProxy(local.port, port=proxy_port)
-        local.create_topics({INPUT: 3, ESCALATIONS: 1, DEAD_LETTERS: 1})
-        yield local, proxy
-        proxy.cut()
 
 
 def test_broker_outage_reconnects_without_skipping_offsets(

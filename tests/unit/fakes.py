@@ -51,6 +51,7 @@ class MemorySource:
         self.polls_while_paused = 0
         self.closed = False
         self.on_revoke: Callable[[], list[RawRecord]] | None = None
+        self.before_revoke: Callable[[], None] = lambda: None  # e.g. let a held store finish during the drain
         self._rebalance_requested = threading.Event()
         self.rebalanced = threading.Event()
 
@@ -65,6 +66,7 @@ class MemorySource:
         if self._rebalance_requested.is_set():
             self._rebalance_requested.clear()
             assert self.on_revoke is not None
+            self.before_revoke()
             self._commit(self.on_revoke(), "on_revoke")
             self.position = {p: self.committed.get(p, 0) for p in self.records}
             self.paused = False
@@ -126,6 +128,7 @@ class FakeModel:
     """'bad' in a text means negative, 'unsure' a low score, 'boom' a text the model cannot take."""
 
     model_name = "fake-model"
+    max_batch_size = 4
 
     def encode(self, texts: Sequence[str]) -> list[str]:
         return list(texts)

@@ -146,3 +146,49 @@ def test_an_uncached_hub_model_offline_fails_in_seconds_naming_model_dir(
 def test_a_missing_model_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no such model directory"):
         SentimentClassifier(str(tmp_path / "nope"), device="cpu")
+
+
+def test_the_direct_tokenizer_path_gives_the_ids_of_transformers_call(checkpoint_pos_neg: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from worker.model.encoding import Encoder
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_pos_neg)
+    encoder = Encoder(
+        tokenizer,
+        max_length=16,
+        max_batch_size=8,
+        max_batch_tokens=512,
+        min_fill=0,
+        pad_multiple=None,
+        pin_memory=False,
+    )
+    assert encoder._backend is not None  # the fast path is the one under test
+    texts = [*TEXTS, "", "x", " ".join(TEXTS * 4), "ünïcödé and emoji 🎉 and\ttabs\nnewlines"]
+    expected = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
+    assert encoder.token_ids(texts) == expected
+    assert max(map(len, expected)) == 16  # truncation happened and matched
+
+
+@pytest.mark.shared
+def test_the_direct_tokenizer_path_matches_on_the_real_model(real_model: Path) -> None:
+    import csv
+    import gzip
+
+    from transformers import AutoTokenizer
+
+    from worker.model.encoding import Encoder
+
+    with gzip.open(real_model.parents[1] / "datasets" / "imdb" / "imdb_train.csv.gz", "rt", encoding="utf-8") as f:
+        texts = [row["text"] for _, row in zip(range(300), csv.DictReader(f), strict=False)]
+    tokenizer = AutoTokenizer.from_pretrained(real_model)
+    encoder = Encoder(
+        tokenizer,
+        max_length=512,
+        max_batch_size=64,
+        max_batch_tokens=2048,
+        min_fill=0,
+        pad_multiple=None,
+        pin_memory=False,
+    )
+    assert encoder.token_ids(texts) == tokenizer(texts, truncation=True, max_length=512)["input_ids"]

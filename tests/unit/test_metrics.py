@@ -72,7 +72,7 @@ def test_endpoints() -> None:
     checks = {"database": True, "broker": False, "model": True}
     metrics = Metrics()
     metrics.describe_model({"model": "m", "device": "cpu", "dtype": "float32", "max_length": 512})
-    server = HealthServer(0, metrics, lambda: checks, host="127.0.0.1").start()
+    server = HealthServer(0, metrics.registry, lambda: checks, host="127.0.0.1").start()
     base = f"http://127.0.0.1:{server.port}"
     try:
         assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200

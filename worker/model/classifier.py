@@ -16,7 +16,14 @@ from typing import Any
 import torch
 
 from worker.contracts.values import ClassificationFailure, Prediction
-from worker.model.encoding import DEFAULT_BATCH_TOKENS, DEFAULT_MIN_FILL, Encoded, Encoder, max_length_of
+from worker.model.encoding import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_TOKENS,
+    DEFAULT_MIN_FILL,
+    Encoded,
+    Encoder,
+    max_length_of,
+)
 from worker.model.labels import normalise_labels
 from worker.model.loading import ModelLoadError, load, resolve_device
 
@@ -49,7 +56,7 @@ class SentimentClassifier:
         *,
         device: str = "auto",
         label_map: Mapping[str, str] | None = None,
-        max_batch_size: int = 64,
+        max_batch_size: int | None = None,
         max_batch_tokens: int | None = None,
         compile_model: bool = False,
     ) -> None:
@@ -74,13 +81,14 @@ class SentimentClassifier:
         self.encoder = Encoder(
             self.tokenizer,
             max_length=max_length_of(self.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)),
-            max_batch_size=max_batch_size,
+            max_batch_size=max_batch_size or DEFAULT_BATCH_SIZE[self.device.type],
             max_batch_tokens=max_batch_tokens or DEFAULT_BATCH_TOKENS[self.device.type],
             min_fill=DEFAULT_MIN_FILL[self.device.type],
             pad_multiple=8 if self.device.type == "cuda" else None,
             pin_memory=self.device.type == "cuda",
         )
         self.max_length = self.encoder.max_length
+        self.max_batch_size = self.encoder.max_batch_size
         self.max_batch_tokens = self.encoder.max_batch_tokens
         self.min_fill = self.encoder.min_fill
 
@@ -154,15 +162,18 @@ class SentimentClassifier:
             return torch.softmax(self.model(**inputs).logits.float(), dim=-1)
 
     def _predictions(self, probs: torch.Tensor) -> list[Prediction]:
-        probs = probs.cpu()
-        scores, best = probs.max(dim=-1)
-        negative = probs[:, self.negative_index]
-        return [
-            Prediction(
-                label=self.labels[int(b)],
-                score=float(s),
-                negative_prob=float(n),
-                raw_label=self.raw_labels[int(b)],
+        """One copy to Python lists, then plain arithmetic: a pass's answers are a few dozen pairs,
+        and every further torch call on them (max, indexing) cost more than the work (see README,
+        Performance: the no-model profile)."""
+        answers = []
+        for row in probs.cpu().tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            answers.append(
+                Prediction(
+                    label=self.labels[best],
+                    score=row[best],
+                    negative_prob=row[self.negative_index],
+                    raw_label=self.raw_labels[best],
+                )
             )
-            for s, b, n in zip(scores.tolist(), best.tolist(), negative.tolist(), strict=True)
-        ]
+        return answers

@@ -1,8 +1,8 @@
 """Health: /metrics, /healthz and /readyz on TRIAGE_METRICS_PORT, and the readiness probes.
 
 `/metrics` is the Prometheus text format, `/healthz` answers while the process runs (also during a
-long model load), and `/readyz` answers 200 only when every readiness check passes (database and
-broker reachable, model loaded), 503 with the failing checks otherwise.
+long model load), and `/readyz` answers 200 only when every readiness check passes (database
+reachable and at the migrations' head, broker reachable, model loaded), 503 with the failing checks otherwise.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from worker.runtime.metrics import Metrics
+from worker.runtime.schema import schema_state
 
 ReadyCheck = Callable[[], Mapping[str, bool]]
 
@@ -27,9 +27,7 @@ ReadyCheck = Callable[[], Mapping[str, bool]]
 class HealthServer:
     """`/metrics`, `/healthz` and `/readyz` on one port, in a daemon thread."""
 
-    def __init__(self, port: int, metrics: Metrics, ready: ReadyCheck, host: str = "0.0.0.0") -> None:
-        registry = metrics.registry
-
+    def __init__(self, port: int, registry: CollectorRegistry, ready: ReadyCheck, host: str = "0.0.0.0") -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]
@@ -89,6 +87,13 @@ def database_reachable(engine: Engine) -> bool:
         with engine.connect() as connection:
             connection.execute(text("select 1"))
         return True
+    except DBAPIError:
+        return False
+
+
+def schema_at_head(engine: Engine) -> bool:
+    try:
+        return schema_state(engine).at_head
     except DBAPIError:
         return False
 

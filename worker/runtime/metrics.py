@@ -11,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.runtime.batches import BatchReport
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 EVENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 TOKEN_BUCKETS = tuple(2**n for n in range(8, 20))  # 256 .. 524,288 padded tokens
+MODEL_LABELS = ("model", "device", "dtype", "max_length")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._lag_reported: set[tuple[str, str]] = set()
         r = self.registry
         self.consumed = Counter("triage_events_consumed", "Events read from the input topic and committed", registry=r)
         self.classified = Counter("triage_events_classified", "Events the model classified", registry=r)
@@ -66,14 +68,31 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # The gauges say how to add up several worker processes (`run --processes N`, see supervisor):
+        # a partition is one process's at a time, pipelines add up, and every process names its model.
         self.lag = Gauge(
-            "triage_consumer_lag", "Records behind the partition's high watermark", ["topic", "partition"], registry=r
+            "triage_consumer_lag",
+            "Records behind the partition's high watermark",
+            ["topic", "partition"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
-        self.in_flight = Gauge("triage_pipeline_batches_in_flight", "Batches between poll and commit", registry=r)
-        self.model = Info("triage_model", "The model being served", registry=r)
+        self.in_flight = Gauge(
+            "triage_pipeline_batches_in_flight",
+            "Batches between poll and commit",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.model = Gauge(  # an info metric (value 1); prometheus-client's Info has no multiprocess mode
+            "triage_model_info",
+            "The model being served",
+            MODEL_LABELS,
+            registry=r,
+            multiprocess_mode="liveall",  # one series per process, labelled with its pid
+        )
 
     def describe_model(self, description: Mapping[str, Any]) -> None:
-        self.model.info({k: str(v) for k, v in description.items() if k in ("model", "device", "dtype", "max_length")})
+        self.model.labels(*(str(description.get(label, "")) for label in MODEL_LABELS)).set(1)
 
     def observe(self, report: BatchReport) -> None:
         self.consumed.inc(report.events)
@@ -94,9 +113,13 @@ class Metrics:
                 self.end_to_end.observe(max(report.finished_at_ms - timestamp_ms, 0.0) / 1000)
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
-        self.lag.clear()  # partitions that moved to another worker disappear
-        for (topic, partition), behind in lag.items():
-            self.lag.labels(topic, str(partition)).set(behind)
+        now = {(topic, str(partition)): behind for (topic, partition), behind in lag.items()}
+        for gone in self._lag_reported - set(now):  # a partition that moved to another worker
+            self.lag.labels(*gone).set(0)  # (zeroed first: another process's files keep values)
+        self.lag.clear()  # ... disappears from this process's scrape
+        for labels, behind in now.items():
+            self.lag.labels(*labels).set(behind)
+        self._lag_reported = set(now)
 
     def exported_names(self) -> set[str]:
         """Every sample name a scrape can contain (e.g. triage_events_stored_total, *_bucket)."""

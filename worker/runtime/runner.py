@@ -14,6 +14,8 @@ Stopping (see shutdown): the loop ends, the batches in hand are finished and com
 worker leaves the group. Past the grace time, or at a second signal, what is left is abandoned
 uncommitted. Before a rebalance takes partitions away, the batches in hand get `revoke_drain_s`
 to finish; those that do are committed, the rest are never committed (the next owner replays them).
+A batch Kafka hands over that cannot be read stops the worker the same way, after the batches
+before it are committed, and `run` raises `UnreadableBatch`: nothing is skipped.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from worker.runtime.pipeline import Pipeline, Stage
 from worker.runtime.relay import EscalationRelay, RelayLoop
 from worker.runtime.retry import Abandoned
 from worker.runtime.shutdown import Shutdown
-from worker.runtime.source import Source
+from worker.runtime.source import Source, UnreadableBatch
 
 log = get_logger("worker.runner")
 
@@ -70,6 +72,7 @@ class Runner:
         self.started_fields = dict(started_fields or {})
         self.totals = Totals()
         self.abandoned = False
+        self.unreadable: UnreadableBatch | None = None
         self.generation = 0  # bumped by every revoke: batches of an older one are never committed
         self._loop_ended = False
         self._lag_at = 0.0
@@ -95,6 +98,8 @@ class Runner:
             if not self.shutdown.requested.is_set():
                 self.shutdown.request("done")  # `until` was met: the drain gets the same deadline
             self._finish()
+            if self.unreadable:
+                raise self.unreadable
         except Abandoned:  # a stage gave up waiting for a dependency because the work was abandoned
             self.abandoned = True
         finally:
@@ -111,7 +116,12 @@ class Runner:
 
     def _poll(self, wait_ms: int) -> None:
         started = time.perf_counter()
-        self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
+        try:
+            self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
+        except UnreadableBatch as exc:  # finish and commit what came before it, then stop
+            log.error("batch_unreadable", where=exc.where, reason=exc.reason[:500])
+            self.unreadable = exc
+            self.shutdown.request("unreadable batch")
         self._busy(StageName.POLL, time.perf_counter() - started)
         failpoint("after_poll")
 

@@ -10,16 +10,21 @@ moves on. kafka-python 3 runs the listener on its network thread, where the bloc
 is refused, so the listener is async and awaits the commit instead. While the worker's
 pipeline is full (a slow stage, or a dependency down) it pauses every partition and keeps
 polling: it stays in the group without fetching more.
+
+A batch the client cannot read (its CRC does not match, or its codec is unknown) raises
+`UnreadableBatch`, naming the topic, partition and offset where kafka-python says them. Nothing
+is skipped: the worker stops with a clear error instead of a crash loop of tracebacks.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
 from worker.contracts.values import RawRecord
@@ -68,6 +73,20 @@ class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
 
 
 OnRevoke = Callable[[], list[RawRecord]]
+# kafka-python names the place of a corrupt batch only in its message, e.g. "Record batch for
+# partition TopicPartition(topic='t', partition=0) at offset 42 failed crc check".
+_CORRUPT_AT = re.compile(
+    r"TopicPartition\(topic='(?P<topic>[^']*)', partition=(?P<partition>\d+)\) at offset (?P<offset>\d+)"
+)
+
+
+class UnreadableBatch(Exception):
+    """A batch on the input topic that the client cannot read; `where` is topic:partition@offset."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"unreadable record batch at {where}: {reason}")
+        self.where = where
+        self.reason = reason
 
 
 class Source(Protocol):
@@ -84,6 +103,14 @@ class Source(Protocol):
 
     def resume_all(self) -> None: ...
 
+    def _where(self, exc: Exception) -> str:
+        found = _CORRUPT_AT.search(str(exc))
+        if found:
+            return f"{found['topic']}:{found['partition']}@{found['offset']}"
+        # No place in the message (a codec error): the batch starts at the position of one of these.
+        positions = {f"{tp.topic}:{tp.partition}@{self.consumer.position(tp)}" for tp in self.consumer.assignment()}
+        return "one of " + ", ".join(sorted(positions))
+
     def lag(self) -> dict[tuple[str, int], int]: ...
 
     def close(self) -> None: ...
@@ -99,7 +126,10 @@ class KafkaSource:
         self.consumer.subscribe([self.topic], listener=_Rebalance(self.consumer, on_revoke))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
-        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
+        except (CorruptRecordError, UnsupportedCodecError) as exc:
+            raise UnreadableBatch(self._where(exc), f"{type(exc).__name__}: {exc}") from exc
         records = []
         for tp, messages in polled.items():
             if messages:
@@ -133,6 +163,14 @@ class KafkaSource:
             log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
             return {}
         return _describe(offsets)
+
+    def _where(self, exc: Exception) -> str:
+        found = _CORRUPT_AT.search(str(exc))
+        if found:
+            return f"{found['topic']}:{found['partition']}@{found['offset']}"
+        # No place in the message (a codec error): the batch starts at the position of one of these.
+        positions = {f"{tp.topic}:{tp.partition}@{self.consumer.position(tp)}" for tp in self.consumer.assignment()}
+        return "one of " + ", ".join(sorted(positions))
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Per assigned partition, records between the last one polled and the high watermark.

@@ -40,6 +40,7 @@ class Model(Protocol):
     """What the stages need of the classifier (worker.model.classifier.SentimentClassifier)."""
 
     model_name: str
+    max_batch_size: int
 
     def encode(self, texts: Sequence[str]) -> Any: ...
 

@@ -11,21 +11,25 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 
+from worker.contracts.errors import OperatorError
 from worker.logs import get_logger
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.deadletter import DeadLetterSink
 from worker.runtime.decode import Decoder
-from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable
+from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
 from worker.runtime.metrics import Metrics
 from worker.runtime.relay import EscalationRelay
-from worker.runtime.retry import Backoff
+from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.runner import Runner
+from worker.runtime.schema import SchemaState, schema_state
 from worker.runtime.shutdown import Shutdown
 from worker.runtime.source import KafkaSource
 from worker.runtime.stages import DecodeStage, InferStage, StoreStage, TokenizeStage
-from worker.runtime.store import ResultStore
+from worker.runtime.store import ResultStore, is_transient
 from worker.runtime.triage import TriagePolicy
 from worker.settings import Settings
 
@@ -36,6 +40,9 @@ log = get_logger("worker.wiring")
 
 PRODUCER_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # dead letters carry whatever the input topic held
 PRODUCER_BATCH_BYTES = 256 * 1024  # escalations carry the text (~1.3 kB): 16 kB batches meant a request per dozen
+# Both clients contact a broker as they are built; an unreachable one is reported (and retried with
+# backoff, see build_runner) after this long instead of kafka-python's 30 s.
+BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
 def build_classifier(settings: Settings) -> SentimentClassifier:
@@ -65,6 +72,7 @@ def build_producer(settings: Settings) -> KafkaProducer:
         batch_size=PRODUCER_BATCH_BYTES,
         max_block_ms=5_000,  # a send never stalls a stage for long while the broker is away
         max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         **settings.kafka_common(),
     )
 
@@ -78,23 +86,48 @@ def build_consumer(settings: Settings) -> KafkaConsumer:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 3, 100),
         max_partition_fetch_bytes=max(settings.kafka_max_message_bytes, 1_048_576),
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         **settings.kafka_common(),
     )
 
 
-def build_runner(settings: Settings, classifier: SentimentClassifier | None = None) -> Runner:
-    """The whole worker. The metrics port opens first, so `/healthz` answers (and `/readyz` says
-    the model is not loaded yet) while a large model loads."""
+def build_runner(
+    settings: Settings, classifier: SentimentClassifier | None = None, shutdown: Shutdown | None = None
+) -> Runner:
+    """The whole worker, started the way outages are handled at run time: while PostgreSQL or the
+    broker cannot be reached it waits with backoff (one log line per try, `/readyz` says which),
+    until they answer or a stop is requested (then `Abandoned`). A database whose schema is not at
+    the migrations' head is no outage: that raises an OperatorError naming `triage-worker migrate`.
+
+    The metrics port opens first, so `/healthz` answers, and `/readyz` says why it is not ready,
+    during the waits and while a large model loads.
+    """
+    shutdown = shutdown or Shutdown(settings.shutdown_grace_s)
+    backoff = Backoff(max_s=settings.retry_max_backoff_s)
     engine = build_engine(settings)
     metrics = Metrics()
     loaded = threading.Event()
     server = _start_health_server(settings, engine, metrics, loaded)
-    classifier = classifier or build_classifier(settings)
-    metrics.describe_model(classifier.describe())
-    loaded.set()
-    producer = build_producer(settings)
-    shutdown = Shutdown(settings.shutdown_grace_s)
-    backoff = Backoff(max_s=settings.retry_max_backoff_s)
+    try:
+        schema = retry(
+            lambda: _schema_of(engine), backoff=backoff, abandon=shutdown.requested, event="waiting_for_database"
+        )
+        if not schema.at_head:
+            raise OperatorError(schema.problem())
+        classifier = classifier or build_classifier(settings)
+        metrics.describe_model(classifier.describe())
+        loaded.set()
+        producer, consumer = retry(
+            lambda: _connect_to_broker(settings),
+            backoff=backoff,
+            abandon=shutdown.requested,
+            event="waiting_for_broker",
+        )
+    except BaseException:
+        engine.dispose()
+        if server:
+            server.stop()
+        raise
 
     def close() -> None:
         producer.close(timeout=10)
@@ -110,9 +143,9 @@ def build_runner(settings: Settings, classifier: SentimentClassifier | None = No
         StoreStage(ResultStore(engine, store_text=settings.store_text), dead_letters, backoff, shutdown.abandoned),
     ]
     return Runner(
-        KafkaSource(build_consumer(settings), settings.input_topic),
+        KafkaSource(consumer, settings.input_topic),
         stages,
-        MicroBatcher(settings.max_batch_size, settings.max_wait_ms),
+        MicroBatcher(classifier.max_batch_size, settings.max_wait_ms),  # the model's default is the device's
         depth=settings.pipeline_depth,
         shutdown=shutdown,
         revoke_drain_s=settings.revoke_drain_seconds(),
@@ -123,6 +156,29 @@ def build_runner(settings: Settings, classifier: SentimentClassifier | None = No
     )
 
 
+def _schema_of(engine: Engine) -> SchemaState:
+    try:
+        return schema_state(engine)
+    except DBAPIError as exc:
+        if is_transient(exc):
+            raise Unavailable(f"database: {type(exc.orig).__name__}: {str(exc.orig).strip()[:300]}") from exc
+        raise
+
+
+def _connect_to_broker(settings: Settings) -> tuple[KafkaProducer, KafkaConsumer]:
+    """Both clients bootstrap (ask a broker for its versions) as they are built."""
+    servers = settings.kafka_bootstrap_servers
+    try:
+        producer = build_producer(settings)
+    except KafkaError as exc:
+        raise Unavailable(f"broker {servers}: {type(exc).__name__}: {exc}") from exc
+    try:
+        return producer, build_consumer(settings)
+    except KafkaError as exc:
+        producer.close(timeout=1)
+        raise Unavailable(f"broker {servers}: {type(exc).__name__}: {exc}") from exc
+
+
 def _start_health_server(
     settings: Settings, engine: Engine, metrics: Metrics, loaded: threading.Event
 ) -> HealthServer | None:
@@ -130,10 +186,11 @@ def _start_health_server(
         return None
     checks: dict[str, Any] = {
         "database": lambda: database_reachable(engine),
+        "schema": lambda: schema_at_head(engine),
         "broker": lambda: broker_reachable(settings.kafka_common()["bootstrap_servers"]),
         "model": loaded.is_set,
     }
     ready = CachedCheck(lambda: {name: check() for name, check in checks.items()})
-    server = HealthServer(settings.metrics_port, metrics, ready).start()
+    server = HealthServer(settings.metrics_port, metrics.registry, ready).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server

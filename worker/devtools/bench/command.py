@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=positive_int, default=3, help="e2e: input topic partitions")
     parser.add_argument("--rate", type=float, default=0.0, help="e2e: produce at this many events/s (0: backlog)")
     parser.add_argument("--workers", type=positive_int, default=1, help="e2e: worker processes in the consumer group")
+    parser.add_argument(
+        "--no-model",
+        action="store_true",
+        help="e2e: replace the forward pass by fixed probabilities (half escalated) and compare with the bare path",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
     parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
@@ -70,11 +75,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"label_agreement={result['label_agreement']} device={result['device']}"
             )
         else:
-            result = bench_e2e(settings, texts, args.events, args.partitions, args.rate, args.workers)
+            result = bench_e2e(settings, texts, args.events, args.partitions, args.rate, args.workers, args.no_model)
             summary = (
                 f"events_per_s={result['events_per_s']} p50_ms={result['p50_ms']} p99_ms={result['p99_ms']} "
-                f"stored={result['stored']} workers={result['workers']} device={result['device']}"
+                f"stored={result['stored']} workers={result['workers']} device={result['device']} "
+                f"worker_cpu_ms_per_event={result['worker_cpu_ms_per_event']}"
             )
+            if args.no_model:
+                summary = (
+                    "NO MODEL: forward pass replaced by fixed probabilities, half escalated | "
+                    f"{summary} bare_events_per_s={result['bare_events_per_s']} "
+                    f"ratio_to_bare={result['ratio_to_bare']}"
+                )
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,8 +1,10 @@
 """End-to-end mode: worker processes on a real broker and PostgreSQL (embedded), timed from the database.
 
 Events are produced first (a backlog) or at a steady `--rate`; then the time until all are stored
-and every escalation is published. Prints events/s, produce-to-stored latency percentiles and the
-share of busy time in each stage, read from each worker's own /metrics.
+and every escalation is published. Prints events/s, produce-to-stored latency percentiles, the
+share of busy time in each stage (read from each worker's own /metrics) and the workers' CPU time
+per event (from the OS). With `no_model` the forward pass is replaced by fixed probabilities (see
+no_model) and the bare path runs on the same events afterwards, for `ratio_to_bare`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ STALL_S = 60  # give up when no row is stored or published for this long (includ
 
 
 def bench_e2e(
-    base: Settings, texts: list[str], events: int, partitions: int, rate: float, workers: int
+    base: Settings, texts: list[str], events: int, partitions: int, rate: float, workers: int, no_model: bool = False
 ) -> dict[str, Any]:
     """`workers` worker processes in one group on a real broker and database; see the module doc.
 
@@ -68,13 +70,17 @@ def bench_e2e(
             produce()  # a backlog: everything is waiting before the workers start
         started = time.perf_counter()
         ports = [free_port() for _ in range(workers)]
-        processes = [_start_worker(settings, port, Path(logs) / f"worker-{n}.log") for n, port in enumerate(ports)]
+        processes = [
+            _start_worker(settings, port, Path(logs) / f"worker-{n}.log", no_model) for n, port in enumerate(ports)
+        ]
         try:
+            _wait_for(settings, lambda rows, _: rows >= 1, processes)
+            cpu_at_first_row = _cpu_s(processes)
             if rate:
-                _wait_for(settings, lambda rows, _: rows >= 1, processes)
                 produce()
             _wait_for(settings, lambda rows, unpublished: rows >= expected and unpublished == 0, processes)
             elapsed = time.perf_counter() - started
+            cpu_s = _cpu_s(processes) - cpu_at_first_row
             busy: dict[str, float] = {}
             for port in ports:  # each worker's own busy-time counters, as Prometheus would read them
                 for stage, seconds in _stage_busy(port).items():
@@ -86,6 +92,11 @@ def bench_e2e(
                 process.wait(60)
             producer.close()
         measured = _measure(settings)
+        bare = None
+        if no_model:
+            from worker.devtools.bench.no_model import bare_path
+
+            bare = bare_path(settings, events)
     total_busy = sum(busy.values()) or 1.0
     return {
         "mode": "e2e",
@@ -96,20 +107,39 @@ def bench_e2e(
         "partitions": partitions,
         "rate": rate or "backlog",
         **measured,
+        "forward_pass": "replaced by fixed probabilities (half escalated)" if no_model else "the model",
+        "worker_cpu_ms_per_event": round(cpu_s * 1000 / max(measured["stored"] - 1, 1), 3),
+        **(
+            {
+                "bare_events_per_s": bare["events_per_s"],
+                "bare_cpu_ms_per_event": bare["cpu_ms_per_event"],
+                "ratio_to_bare": round(measured["events_per_s"] / bare["events_per_s"], 3),
+            }
+            if bare
+            else {}
+        ),
         "wall_s_including_group_join": round(elapsed, 2),
         "stage_busy_s": {k: round(v, 2) for k, v in busy.items()},
         "stage_share": {k: round(v / total_busy, 3) for k, v in busy.items()},
-        "max_batch_size": settings.max_batch_size,
+        "max_batch_size": settings.max_batch_size or "device default",
         "pipeline_depth": settings.pipeline_depth,
         "torch_compile": settings.torch_compile,
     }
 
 
-def _start_worker(settings: Settings, metrics_port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, metrics_port: int, log_path: Path, no_model: bool) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")} | settings.as_env()
     env["TRIAGE_METRICS_PORT"] = str(metrics_port)
+    command = ["-m", "worker.devtools.bench.no_model"] if no_model else ["-m", "worker", "run"]
     with log_path.open("wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stdout=log_file, stderr=log_file)
+        return subprocess.Popen([sys.executable, *command], env=env, stdout=log_file, stderr=log_file)
+
+
+def _cpu_s(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User and system CPU seconds the worker processes (and their threads) have used so far."""
+    import psutil
+
+    return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in processes)
 
 
 def _wait_for(settings: Settings, done: Any, processes: list[subprocess.Popen[bytes]]) -> None:

@@ -49,15 +49,15 @@ def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[s
         # The worker hands the classifier one micro-batch (at most max_batch_size events) at a
         # time, so it can only sort by length within that window; this does the same.
         answers = []
-        for start in range(0, len(chunk), settings.max_batch_size):
-            inference = ours.classify(ours.encode(chunk[start : start + settings.max_batch_size]))
+        for start in range(0, len(chunk), ours.max_batch_size):
+            inference = ours.classify(ours.encode(chunk[start : start + ours.max_batch_size]))
             answers += inference.answers
             passes.append(inference.stats)
         return answers
 
     # Warm up both (a compiled model gets a few shapes compiled before the clock starts).
     baseline_on(texts[:64])
-    ours_in_micro_batches(texts[: settings.max_batch_size * (4 if settings.torch_compile else 1)])
+    ours_in_micro_batches(texts[: ours.max_batch_size * (4 if settings.torch_compile else 1)])
     passes.clear()
     # Baseline and ours take turns on consecutive slices of the texts, so a burst of noise from
     # elsewhere on the machine lands on both instead of on whichever ran at that moment.
@@ -99,7 +99,7 @@ def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[s
         "max_score_diff": float(f"{max_diff:.2e}"),
         "ours_forward_passes": sum(p.forward_passes for p in passes),
         "ours_padding_overhead": round(padded / real - 1, 3) if real else 0,
-        "max_batch_size": settings.max_batch_size,
+        "max_batch_size": ours.max_batch_size,
         "ours_min_fill": ours.min_fill,
         "max_batch_tokens": ours.max_batch_tokens,
         "torch_compile": settings.torch_compile,

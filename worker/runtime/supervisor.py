@@ -1,0 +1,125 @@
+"""Supervisor: `triage-worker run --processes N` runs N worker processes in one consumer group.
+
+Several processes keep one GPU busy where one process's CPU path cannot (see README, Performance).
+The supervisor starts N children (`triage-worker run` with TRIAGE_PROCESSES=1), forwards SIGTERM
+and SIGINT to them as SIGTERM, and waits. A child that exits while no stop was asked for is
+unexpected: the supervisor stops the others (they drain and commit as usual) and exits with
+CHILD_DIED_EXIT, so the process manager restarts the set. Nothing is lost either way: every child
+commits only stored work. The children write their metrics to a shared folder (prometheus-client's
+multiprocess mode) and open no port; the supervisor serves the sum on TRIAGE_METRICS_PORT, with
+/healthz, and /readyz (database, schema, broker, and every child running).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, multiprocess
+from sqlalchemy import Engine
+
+from worker.logs import get_logger
+from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
+from worker.runtime.wiring import build_engine
+from worker.settings import Settings
+
+log = get_logger("worker.supervisor")
+
+CHILD_DIED_EXIT = 4
+POLL_S = 0.2
+_PR_SET_PDEATHSIG = 1
+
+
+def supervise(settings: Settings) -> int:
+    with tempfile.TemporaryDirectory(prefix="triage-metrics-") as metrics_dir:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")} | settings.as_env()
+        env |= {"TRIAGE_PROCESSES": "1", "TRIAGE_METRICS_PORT": "off", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                env=env,
+                start_new_session=True,  # a terminal's Ctrl-C reaches them once, forwarded, not twice
+                preexec_fn=_die_with_parent,
+            )
+            for _ in range(settings.processes)
+        ]
+        stopping = threading.Event()
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            log.info("shutdown_requested", signal=signal.Signals(signum).name, processes=len(children))
+            stopping.set()
+            _terminate(children)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        engine = build_engine(settings)
+        server = _serve_metrics(settings, metrics_dir, engine, children)
+        log.info("supervisor_started", processes=len(children), pids=[child.pid for child in children])
+        try:
+            return _wait(children, stopping, metrics_dir)
+        finally:
+            if server:
+                server.stop()
+            engine.dispose()
+
+
+def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, metrics_dir: str) -> int:
+    exit_code, ended = 0, set()
+    while len(ended) < len(children):
+        for child in children:
+            code = child.poll()
+            if code is None or child.pid in ended:
+                continue
+            ended.add(child.pid)
+            multiprocess.mark_process_dead(child.pid, metrics_dir)
+            if not stopping.is_set():
+                log.error("worker_process_died", pid=child.pid, exit_code=code)
+                exit_code = CHILD_DIED_EXIT
+                stopping.set()
+                _terminate(children)
+            elif code != 0 and exit_code == 0:
+                exit_code = 1  # a child abandoned its work in hand
+        time.sleep(POLL_S)
+    log.info("supervisor_stopped", exit_code=exit_code)
+    return exit_code
+
+
+def _terminate(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+
+def _serve_metrics(
+    settings: Settings, metrics_dir: str, engine: Engine, children: list[subprocess.Popen[bytes]]
+) -> HealthServer | None:
+    if settings.metrics_port is None:
+        return None
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    ready = CachedCheck(
+        lambda: {
+            "database": database_reachable(engine),
+            "schema": schema_at_head(engine),
+            "broker": broker_reachable(settings.kafka_common()["bootstrap_servers"]),
+            "workers": all(child.poll() is None for child in children),
+        }
+    )
+    server = HealthServer(settings.metrics_port, registry, ready).start()
+    log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
+    return server
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor dies (Linux), not run on orphaned."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
