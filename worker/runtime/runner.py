@@ -116,14 +116,17 @@ class Runner:
 
     def _poll(self, wait_ms: int) -> None:
         started = time.perf_counter()
+        self._fetch(wait_ms, self.batcher.room())
+        self._busy(StageName.POLL, time.perf_counter() - started)
+        failpoint("after_poll")
+
+    def _fetch(self, wait_ms: int, max_records: int) -> None:
         try:
-            self.batcher.add(self.source.poll(wait_ms, self.batcher.room()))
+            self.batcher.add(self.source.poll(wait_ms, max_records))
         except UnreadableBatch as exc:  # finish and commit what came before it, then stop
             log.error("batch_unreadable", where=exc.where, reason=exc.reason[:500])
             self.unreadable = exc
             self.shutdown.request("unreadable batch")
-        self._busy(StageName.POLL, time.perf_counter() - started)
-        failpoint("after_poll")
 
     def _submit(self) -> None:
         self.pipeline.submit(Polled(tuple(self.batcher.take()), self.generation))
@@ -140,7 +143,7 @@ class Runner:
                 self.source.pause_all()
                 # Nothing is fetched while paused, except from a partition that a rebalance inside
                 # this very poll assigned: such records join the next batch, never the floor.
-                self.batcher.add(self.source.poll(0, 1))
+                self._fetch(0, 1)
                 self._commit_finished(wait_s=PAUSED_WAIT_S)
         finally:
             self.source.resume_all()
