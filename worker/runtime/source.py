@@ -103,14 +103,6 @@ class Source(Protocol):
 
     def resume_all(self) -> None: ...
 
-    def _where(self, exc: Exception) -> str:
-        found = _CORRUPT_AT.search(str(exc))
-        if found:
-            return f"{found['topic']}:{found['partition']}@{found['offset']}"
-        # No place in the message (a codec error): the batch starts at the position of one of these.
-        positions = {f"{tp.topic}:{tp.partition}@{self.consumer.position(tp)}" for tp in self.consumer.assignment()}
-        return "one of " + ", ".join(sorted(positions))
-
     def lag(self) -> dict[tuple[str, int], int]: ...
 
     def close(self) -> None: ...
