@@ -8,7 +8,6 @@ the forward pass so the worker can prepare the next batch while the device runs 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,6 @@ class Encoded:
     ids: list[list[int]]
     lengths: list[int]
     passes: list[tuple[list[int], dict[str, torch.Tensor]]]  # (text indexes, padded tensors) per pass
-    tokenize_ms: float
 
 
 def plan_batches(
@@ -100,14 +98,13 @@ class Encoder:
         self._backend = truncating_backend(tokenizer, max_length)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        started = time.perf_counter()
         if not texts:
-            return Encoded([], [], [], 0.0)
+            return Encoded([], [], [])
         ids = self.token_ids(texts)
         lengths = [len(row) for row in ids]
         plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.min_fill)
         passes = [(indexes, self.pad([ids[i] for i in indexes])) for indexes in plan]
-        return Encoded(ids, lengths, passes, (time.perf_counter() - started) * 1000)
+        return Encoded(ids, lengths, passes)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with special tokens, truncated at `max_length`.

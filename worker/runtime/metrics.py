@@ -126,7 +126,5 @@ class Metrics:
         return {sample.name for family in self.registry.collect() for sample in family.samples} | {
             family.name + suffix
             for family in self.registry.collect()
-            for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}.get(
-                family.type, ("",)
-            )
+            for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",))
         }

@@ -26,14 +26,11 @@ from worker.contracts.values import (
     Rejection,
     StoreOutcome,
 )
-from worker.logs import get_logger
 from worker.runtime.batches import Decoded, Inferred, Polled, StageName, Stored, Tokenized, timed
 from worker.runtime.decode import Decoder
 from worker.runtime.failpoints import failpoint
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.triage import TriagePolicy
-
-log = get_logger("worker.stages")
 
 
 class Model(Protocol):
