@@ -1,6 +1,7 @@
 """CLI: the `triage-worker` command. Each verb builds the settings once and hands off to the module
-that does the work: `run` to the runtime, `classify` to the model, `migrate`, `send`, `report`
-and `ack` to the operator tools, `demo` and `bench` to the development tools.
+that does the work: `run` to the runtime, `classify` to the model, `migrate`, `send`, `report`,
+`ack`, `export`, `evaluate` and `calibrate` to the operator tools, `demo` and `bench` to the
+development tools.
 
 Exit status 2 means the operator must change something: invalid settings (the message names the
 TRIAGE_* variable), a model that cannot be loaded, a database schema behind the migrations, a
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from worker.contracts.errors import OperatorError
 from worker.devtools.bench.command import add_arguments as bench_arguments
@@ -55,9 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw share negative per day to a PNG")
 
-    ack = verbs.add_parser("ack", help="mark escalations as handled, so they leave the escalation backlog")
+    ack = verbs.add_parser("ack", help="mark escalations as handled, optionally with the reviewer's verdict")
     ack.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     ack.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who handled it (default: $USER)")
+    ack.add_argument("--label", choices=["positive", "negative"], help="what the feedback really was")
+
+    export = verbs.add_parser("export", help="write reviewers' verdicts as labelled JSON lines (for evaluate)")
+    export.add_argument("--reviewed", action="store_true", required=True, help="the rows with a verdict (required)")
+    export.add_argument("--since", help="only verdicts this recent: 24h, 30d, 4w ... (default: all)")
+
+    for name, text in (
+        ("evaluate", "measure the model on a labelled file: accuracy, F1, calibration, escalation figures"),
+        ("calibrate", "fit a temperature (and optionally a threshold) on a labelled file"),
+    ):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("--data", type=Path, required=True, help="JSON lines, CSV or TSV (optionally .gz)")
+        verb.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
+        verb.add_argument("--text-column", default="text", help="the text's key or column (default: text)")
+        verb.add_argument("--label-column", default="label", help="the label's key or column (default: label)")
+        verb.add_argument("--limit", type=int, help="only the first N examples")
+    evaluate, calibrate = verbs.choices["evaluate"], verbs.choices["calibrate"]
+    evaluate.add_argument("--json", type=Path, metavar="OUT.json", help="also write every figure as JSON")
+    evaluate.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw reliability and confusion")
+    calibrate.add_argument("--holdout", type=float, default=0.3, help="share kept out of the fit to judge it")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split (default: 0)")
+    calibrate.add_argument("--out", type=Path, help="file to write (default: TRIAGE_CALIBRATION, or beside the model)")
+    target = calibrate.add_mutually_exclusive_group()
+    target.add_argument("--target-escalation-precision", type=float, metavar="P", help="choose the threshold too")
+    target.add_argument("--max-escalation-share", type=float, metavar="S", help="choose the threshold too")
 
     demo = verbs.add_parser("demo", help="run everything locally on embedded Postgres and Tansu, print results")
     demo.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
@@ -87,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schemas": _schemas,
         "report": _report,
         "ack": _ack,
+        "export": _export,
+        "evaluate": _evaluate,
+        "calibrate": _calibrate,
         "bench": _bench,
     }[args.verb]
     try:
@@ -221,15 +251,87 @@ def _ack(settings: Settings, args: argparse.Namespace) -> int:
 
     engine = build_engine(settings)
     try:
-        outcome = acknowledge(engine, args.event_ids, args.by)
+        outcome = acknowledge(engine, args.event_ids, args.by, args.label)
     finally:
         engine.dispose()
-    for label, ids in (
-        ("acknowledged", outcome.acknowledged),
-        ("already acknowledged", outcome.already),
-        ("not escalated, nothing to acknowledge", outcome.not_escalated),
-        ("unknown event id", outcome.unknown),
-    ):
-        for event_id in ids:
-            print(f"{event_id}: {label}", file=sys.stdout if label.startswith(("ack", "already")) else sys.stderr)
+    for event_id, said in outcome.done:
+        print(f"{event_id}: {said}")
+    for event_id, said in outcome.refused:
+        print(f"{event_id}: {said}", file=sys.stderr)
     return 0 if outcome.ok else 1
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops import trends
+    from worker.ops.export import export_reviewed
+    from worker.runtime.wiring import build_engine
+
+    try:
+        since = trends.parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    engine = build_engine(settings)
+    try:
+        exported = export_reviewed(engine, sys.stdout, since)
+    finally:
+        engine.dispose()
+    print(f"exported {exported.written} reviewed results", file=sys.stderr)
+    if exported.without_text:
+        print(f"left out {exported.without_text} reviewed results stored without text", file=sys.stderr)
+    return 0
+
+
+def _labelled_examples(args: argparse.Namespace) -> list[Any]:
+    from worker.ops.quality.labelled import read_examples
+
+    if args.limit is not None and args.limit < 1:
+        raise OperatorError(f"--limit must be at least 1, got {args.limit}")
+    return read_examples(args.data, args.text_column, args.label_column)[: args.limit]
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.quality import evaluate, measures
+    from worker.ops.quality.plot import plot
+    from worker.runtime.wiring import build_classifier, build_policy
+
+    if args.plot and args.plot.suffix.lower() != ".png":
+        return _fail(f"--plot writes a PNG; name the file *.png, got {args.plot}")
+    examples = _labelled_examples(args)
+    classifier = build_classifier(settings)
+    threshold = build_policy(settings, classifier).threshold
+    scored = evaluate.score(classifier, examples)
+    if not scored.predictions:
+        return _fail(f"the model could classify none of the {len(examples)} texts")
+    evaluation = measures.measure(scored.truths, scored.negative_probs, threshold)
+    about = {"data": str(args.data), **classifier.describe(), "failed": scored.failed}
+    about["texts_per_s"] = scored.texts_per_s
+    print(evaluate.render(evaluation, about))
+    if args.json:
+        args.json.write_text(evaluate.as_json(evaluation, about), encoding="utf-8")
+        print(f"figures written to {args.json}", file=sys.stderr)
+    if args.plot:
+        title = f"{args.data.name}: {about['model']} (calibration {about['calibration']}, {evaluation.n:,} texts)"
+        print(f"chart written to {plot(evaluation, title, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.quality import calibrate, evaluate
+    from worker.runtime.wiring import build_classifier
+
+    path = calibrate.output_path(args.out, settings.calibration, settings.model)
+    calibrate.check_holdout(args.holdout)
+    examples = _labelled_examples(args)
+    scored = evaluate.score(build_classifier(settings, calibrated=False), examples)
+    fitted = calibrate.fit(
+        scored,
+        model=settings.model,
+        threshold=settings.low_confidence_threshold,
+        holdout=args.holdout,
+        seed=args.seed,
+        min_precision=args.target_escalation_precision,
+        max_share=args.max_escalation_share,
+        data=str(args.data),
+    )
+    print(calibrate.render(fitted, calibrate.write(fitted.calibration, path)))
+    return 0

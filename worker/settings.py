@@ -65,8 +65,13 @@ class Settings(BaseSettings):
     # Worker processes `triage-worker run` starts in the group (e.g. several feeding one GPU); see supervisor.
     processes: int = Field(1, ge=1, le=64)
     torch_compile: bool = False  # torch.compile the model (dynamic shapes); see README, Performance
+    # How a text longer than the model takes is cut: its start, or its start and its end (see model/encoding).
+    truncation: Literal["head", "head_tail"] = "head_tail"  # measured: see README, Model quality
+    # The temperature (and threshold) from `triage-worker calibrate`: "auto" (beside a local model), a path, or "off".
+    calibration: str = "auto"
 
     # --- Triage ------------------------------------------------------------------------------
+    # Unset, a calibration's chosen threshold applies if it has one (see effective_threshold).
     low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)
     max_text_chars: int = Field(20_000, ge=1)
     store_text: bool = True
@@ -88,7 +93,13 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and value.strip().lower() in ("", "off", "none") else value
 
     @field_validator(
-        "kafka_bootstrap_servers", "input_topic", "escalation_topic", "dead_letter_topic", "group_id", "model"
+        "kafka_bootstrap_servers",
+        "input_topic",
+        "escalation_topic",
+        "dead_letter_topic",
+        "group_id",
+        "model",
+        "calibration",
     )
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -152,6 +163,10 @@ class Settings(BaseSettings):
             return self.revoke_drain_s
         return min(self.kafka_max_poll_interval_ms / 2000, self.shutdown_grace_s)
 
+    def threshold_is_explicit(self) -> bool:
+        """Whether TRIAGE_LOW_CONFIDENCE_THRESHOLD was given (it then wins over a calibration's)."""
+        return "low_confidence_threshold" in self.model_fields_set
+
     def sqlalchemy_url(self) -> str:
         """The database URL with the psycopg2 driver named, as SQLAlchemy wants it."""
         url = self.database_url.get_secret_value()
@@ -184,6 +199,8 @@ class Settings(BaseSettings):
         """These settings as TRIAGE_* variables, to start a worker process with them (secrets included)."""
         env = {}
         for name, value in self.model_dump().items():
+            if name == "low_confidence_threshold" and not self.threshold_is_explicit():
+                continue  # so that a calibration's threshold still applies in the child
             if value is None:
                 if name == "metrics_port":
                     env["TRIAGE_METRICS_PORT"] = "off"

@@ -128,6 +128,7 @@ class FakeModel:
     """'bad' in a text means negative, 'unsure' a low score, 'boom' a text the model cannot take."""
 
     model_name = "fake-model"
+    calibration_id = None
     max_batch_size = 4
 
     def encode(self, texts: Sequence[str]) -> list[str]:

@@ -162,6 +162,7 @@ def test_the_direct_tokenizer_path_gives_the_ids_of_transformers_call(checkpoint
         min_fill=0,
         pad_multiple=None,
         pin_memory=False,
+        truncation="head",
     )
     assert encoder._backend is not None  # the fast path is the one under test
     texts = [*TEXTS, "", "x", " ".join(TEXTS * 4), "ünïcödé and emoji 🎉 and\ttabs\nnewlines"]
@@ -190,5 +191,55 @@ def test_the_direct_tokenizer_path_matches_on_the_real_model(real_model: Path) -
         min_fill=0,
         pad_multiple=None,
         pin_memory=False,
+        truncation="head",
     )
     assert encoder.token_ids(texts) == tokenizer(texts, truncation=True, max_length=512)["input_ids"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_head_tail_keeps_the_start_and_the_end_of_long_texts(checkpoint_pos_neg: Path, fast: bool) -> None:
+    from transformers import AutoTokenizer
+
+    from worker.model.encoding import Encoder
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_pos_neg)
+    encoder = Encoder(
+        tokenizer,
+        max_length=64,
+        max_batch_size=8,
+        max_batch_tokens=512,
+        min_fill=0,
+        pad_multiple=None,
+        pin_memory=False,
+        truncation="head_tail",
+    )
+    if not fast:  # the path for tokenizers without a Rust backend: through transformers' call
+        encoder._backend = None
+    long_text = "the movie was boring " * 40 + "excellent acting and a beautiful story"
+    texts = ["awful experience", long_text]
+    full = tokenizer(texts)["input_ids"]
+    head, tail = 62 * 128 // 510, 62 - 62 * 128 // 510  # [CLS] + 15 + 47 + [SEP] = 64
+    ids = encoder.token_ids(texts)
+    assert ids[0] == full[0]  # short texts are untouched
+    assert ids[1] == full[1][: 1 + head] + full[1][-(tail + 1) :] and len(ids[1]) == 64
+    assert tokenizer.decode(ids[1]).endswith("excellent acting and a beautiful story [SEP]")
+    head_classifier = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", truncation="head")
+    head_only = head_classifier.encoder.token_ids(texts)[1]
+    assert head_only == full[1][:63] + full[1][-1:]  # `head` keeps the start and the closing [SEP]
+    assert "excellent" not in tokenizer.decode(head_only)
+
+
+def test_calibration_divides_the_margin_and_keeps_the_labels(checkpoint_pos_neg: Path) -> None:
+    from worker.model.calibration import Calibration, sigmoid
+
+    plain = SentimentClassifier(str(checkpoint_pos_neg), device="cpu")
+    calibration = Calibration(temperature=2.5, id="abc123")
+    calibrated = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", calibration=calibration)
+    assert calibrated.describe()["calibration"] == "abc123" and plain.describe()["calibration"] == "none"
+    for p, c in zip(plain.predict(TEXTS), calibrated.predict(TEXTS), strict=True):
+        assert isinstance(p, Prediction) and isinstance(c, Prediction)
+        assert c.label == p.label and c.margin == pytest.approx(p.margin, abs=1e-5)
+        assert p.negative_prob == pytest.approx(sigmoid(p.margin)) and c.negative_prob == pytest.approx(
+            sigmoid(p.margin / 2.5)
+        )
+        assert abs(c.negative_prob - 0.5) <= abs(p.negative_prob - 0.5)  # T > 1 only softens

@@ -19,7 +19,7 @@ ALLOWED = {
     "contracts": {"contracts"},
     "model": {"contracts", "model", "logs"},
     "runtime": {"contracts", "model", "runtime", "settings", "logs"},
-    "ops": {"contracts", "runtime", "ops", "settings", "logs"},
+    "ops": {"contracts", "model", "runtime", "ops", "settings", "logs"},
     "devtools": {"contracts", "model", "runtime", "ops", "devtools", "settings", "logs"},
     "cli": {"contracts", "runtime", "ops", "devtools", "settings", "logs"},
     "settings": set(),
@@ -87,10 +87,20 @@ def test_no_import_cycles_between_modules() -> None:
             visit(module, [module])
 
 
-def test_metrics_and_the_runner_load_without_the_model_stack() -> None:
+def test_metrics_the_runner_and_the_quality_tools_load_without_the_model_stack() -> None:
     code = (
-        "import sys, worker.runtime.metrics, worker.runtime.runner, worker.runtime.stages; "
+        "import sys, worker.runtime.metrics, worker.runtime.runner, worker.runtime.stages, "
+        "worker.ops.quality.calibrate, worker.ops.export; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_package_is_listed_for_installation() -> None:
+    """A package missing from pyproject's list is absent from a wheel, though an editable install hides that."""
+    tomllib = pytest.importorskip("tomllib")
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("worker", *p.parent.relative_to(PACKAGE).parts)) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

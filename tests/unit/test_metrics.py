@@ -84,7 +84,7 @@ def test_endpoints() -> None:
         checks["broker"] = True
         assert json.loads(urllib.request.urlopen(f"{base}/readyz", timeout=5).read())["ready"] is True
         body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
-        assert 'triage_model_info{device="cpu"' in body and "triage_events_consumed_total" in body
+        assert 'device="cpu"' in body and "triage_model_info{" in body and "triage_events_consumed_total" in body
     finally:
         server.stop()
 

@@ -48,6 +48,10 @@ feedback_results = Table(
     Column("metadata", JSONB),
     Column("acknowledged_at", DateTime(timezone=True)),  # set by `triage-worker ack`
     Column("acknowledged_by", Text),
+    Column("calibration", Text),  # id of the calibration behind the score; null: uncalibrated
+    Column("reviewed_label", Text),  # set by `triage-worker ack --label`: what the reviewer decided
+    Column("reviewed_by", Text),
+    Column("reviewed_at", DateTime(timezone=True)),
 )
 
 escalation_outbox = Table(

@@ -61,6 +61,7 @@ class Prediction:
     score: float  # probability of `label`
     negative_prob: float
     raw_label: str  # the model's own label name, e.g. LABEL_0
+    margin: float = 0.0  # negative logit minus positive logit, before calibration (calibrate fits on it)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ClassifiedItem:
     model: str
     inference_ms: float
     batch_size: int
+    calibration: str | None = None  # the id of the calibration that produced the score; None: uncalibrated
 
 
 @dataclass(frozen=True)

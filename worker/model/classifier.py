@@ -1,6 +1,8 @@
 """Classifier: the model as the worker sees it. Encode texts, run the planned passes, map the labels.
 
-On CUDA the weights run in bf16 (fp16 where bf16 is missing) and the padded tensors sit in pinned
+Every answer comes from the margin, the negative logit minus the positive one: a calibration
+(see `calibration`) divides it by its temperature before the sigmoid. On CUDA the weights run in
+bf16 (fp16 where bf16 is missing) and the padded tensors sit in pinned
 memory; on the CPU in fp32. A pass that runs out of memory is split in halves and retried; a
 single text that still fails comes back as a ClassificationFailure for the dead-letter topic.
 `classify` returns the answers in the caller's order together with what the passes cost.
@@ -16,12 +18,14 @@ from typing import Any
 import torch
 
 from worker.contracts.values import ClassificationFailure, Prediction
+from worker.model.calibration import Calibration, sigmoid
 from worker.model.encoding import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
     DEFAULT_MIN_FILL,
     Encoded,
     Encoder,
+    Truncation,
     max_length_of,
 )
 from worker.model.labels import normalise_labels
@@ -59,8 +63,13 @@ class SentimentClassifier:
         max_batch_size: int | None = None,
         max_batch_tokens: int | None = None,
         compile_model: bool = False,
+        calibration: Calibration | None = None,
+        truncation: Truncation = "head_tail",
     ) -> None:
         self.model_name = model
+        self.calibration = calibration
+        self.calibration_id = calibration.id if calibration else None
+        self.temperature = calibration.temperature if calibration else 1.0
         loaded = load(model, resolve_device(device))
         self.device, self.dtype, self.tokenizer = loaded.device, loaded.dtype, loaded.tokenizer
         self.model = loaded.model
@@ -78,6 +87,7 @@ class SentimentClassifier:
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         self.negative_index = next(i for i, s in self.labels.items() if s == "negative")
+        self.positive_index = next(i for i, s in self.labels.items() if s == "positive")
         self.encoder = Encoder(
             self.tokenizer,
             max_length=max_length_of(self.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)),
@@ -86,6 +96,7 @@ class SentimentClassifier:
             min_fill=DEFAULT_MIN_FILL[self.device.type],
             pad_multiple=8 if self.device.type == "cuda" else None,
             pin_memory=self.device.type == "cuda",
+            truncation=truncation,
         )
         self.max_length = self.encoder.max_length
         self.max_batch_size = self.encoder.max_batch_size
@@ -100,6 +111,9 @@ class SentimentClassifier:
             "max_length": self.max_length,
             "max_batch_tokens": self.max_batch_tokens,
             "compiled": self.compiled,
+            "truncation": self.encoder.truncation,
+            "calibration": self.calibration_id or "none",
+            "temperature": self.temperature,
             "labels": {self.raw_labels[i]: s for i, s in self.labels.items()},
         }
 
@@ -155,25 +169,29 @@ class SentimentClassifier:
             return self._run_splitting_on_oom(indexes[:half], ids) + self._run_splitting_on_oom(indexes[half:], ids)
 
     def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Launch one forward pass; returns class probabilities, still on the device."""
+        """Launch one forward pass; returns the logits in float32, still on the device."""
         non_blocking = self.device.type == "cuda"
         inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in tensors.items()}
         with torch.inference_mode():
-            return torch.softmax(self.model(**inputs).logits.float(), dim=-1)
+            return self.model(**inputs).logits.float()
 
-    def _predictions(self, probs: torch.Tensor) -> list[Prediction]:
+    def _predictions(self, logits: torch.Tensor) -> list[Prediction]:
         """One copy to Python lists, then plain arithmetic: a pass's answers are a few dozen pairs,
-        and every further torch call on them (max, indexing) cost more than the work (see README,
-        Performance: the no-model profile)."""
+        and every further torch call on them (softmax, max, indexing) cost more than the work (see
+        README, Performance: the no-model profile). A tie counts as negative (a human sees it)."""
+        negative, positive, temperature = self.negative_index, self.positive_index, self.temperature
         answers = []
-        for row in probs.cpu().tolist():
-            best = max(range(len(row)), key=row.__getitem__)
+        for row in logits.cpu().tolist():
+            margin = row[negative] - row[positive]
+            negative_prob = sigmoid(margin / temperature)
+            best = negative if negative_prob >= 0.5 else positive
             answers.append(
                 Prediction(
                     label=self.labels[best],
-                    score=row[best],
-                    negative_prob=row[self.negative_index],
+                    score=negative_prob if best == negative else 1.0 - negative_prob,
+                    negative_prob=negative_prob,
                     raw_label=self.raw_labels[best],
+                    margin=margin,
                 )
             )
         return answers

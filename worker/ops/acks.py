@@ -1,8 +1,11 @@
-"""Acks: a human marks an escalation as handled (`triage-worker ack EVENT_ID`), so the backlog shrinks.
+"""Acks and verdicts: a human marks an escalation handled (`triage-worker ack EVENT_ID`), optionally
+saying what the feedback really was (`--label positive|negative`), so the backlog shrinks and the
+escalation queue becomes labelled data (`triage-worker export --reviewed`).
 
-Acknowledging sets `acknowledged_at`/`acknowledged_by` on the stored result; the
-`escalation_backlog` view lists escalations without one. Unknown ids and results that were never
-escalated are reported, not silently ignored; acknowledging twice keeps the first acknowledgement.
+Acknowledging sets `acknowledged_at`/`acknowledged_by`; acknowledging twice keeps the first. A
+verdict sets `reviewed_label`/`reviewed_by`/`reviewed_at` (and acknowledges, if not yet done); a
+later verdict replaces an earlier one, and the change is reported. Unknown ids and results that
+were never escalated are reported and left unchanged.
 """
 
 from __future__ import annotations
@@ -14,28 +17,28 @@ from datetime import datetime, timezone
 from sqlalchemy import Engine, select, update
 
 from worker.contracts.tables import feedback_results
+from worker.contracts.values import Sentiment
 
 
 @dataclass
 class AckOutcome:
-    acknowledged: list[str] = field(default_factory=list)
-    already: list[str] = field(default_factory=list)
-    not_escalated: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+    done: list[tuple[str, str]] = field(default_factory=list)  # (event id, what happened)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (event id, why nothing happened)
 
     @property
     def ok(self) -> bool:
-        return not (self.not_escalated or self.unknown)
+        return not self.refused
 
 
-def acknowledge(engine: Engine, event_ids: Sequence[str], by: str) -> AckOutcome:
+def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentiment | None = None) -> AckOutcome:
     results = feedback_results.c
     outcome = AckOutcome()
+    now = datetime.now(timezone.utc)
     with engine.begin() as connection:
         found = {
             row.event_id: row
             for row in connection.execute(
-                select(results.event_id, results.escalated, results.acknowledged_at)
+                select(results.event_id, results.escalated, results.acknowledged_at, results.reviewed_label)
                 .where(results.event_id.in_(list(event_ids)))
                 .with_for_update()
             )
@@ -43,17 +46,27 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str) -> AckOutcome
         for event_id in dict.fromkeys(event_ids):
             row = found.get(event_id)
             if row is None:
-                outcome.unknown.append(event_id)
-            elif not row.escalated:
-                outcome.not_escalated.append(event_id)
-            elif row.acknowledged_at is not None:
-                outcome.already.append(event_id)
+                outcome.refused.append((event_id, "unknown event id"))
+                continue
+            if not row.escalated:
+                outcome.refused.append((event_id, "not escalated, nothing to acknowledge"))
+                continue
+            changes: dict[str, object] = {}
+            said = []
+            if row.acknowledged_at is None:
+                changes.update(acknowledged_at=now, acknowledged_by=by)
+                said.append("acknowledged")
             else:
-                outcome.acknowledged.append(event_id)
-        if outcome.acknowledged:
-            connection.execute(
-                update(feedback_results)
-                .where(results.event_id.in_(outcome.acknowledged))
-                .values(acknowledged_at=datetime.now(timezone.utc), acknowledged_by=by)
-            )
+                said.append("already acknowledged")
+            if label is not None:
+                changes.update(reviewed_label=label, reviewed_by=by, reviewed_at=now)
+                if row.reviewed_label is None:
+                    said.append(f"verdict {label}")
+                elif row.reviewed_label != label:
+                    said.append(f"verdict changed from {row.reviewed_label} to {label}")
+                else:
+                    said.append(f"verdict {label} confirmed")
+            if changes:
+                connection.execute(update(feedback_results).where(results.event_id == event_id).values(**changes))
+            outcome.done.append((event_id, ", ".join(said)))
     return outcome

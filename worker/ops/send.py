@@ -2,14 +2,15 @@
 
 Each non-empty line is sent as it is, so a malformed line reaches the worker and exercises the
 dead-letter path exactly as a bad producer would. The key is the line's `event_id` when it has one.
-A progress bar is shown when tqdm (the `tools` extra) is installed.
+A progress bar is shown on stderr (drawn by tqdm when the `tools` extra is installed).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
+from worker.ops.progress import progress as with_progress
 from worker.runtime.wiring import build_producer
 from worker.settings import Settings
 
@@ -35,7 +36,7 @@ def send_lines(
     producer = build_producer(settings)
     futures = []
     try:
-        for line in _with_progress(lines, total) if progress else lines:
+        for line in with_progress(lines, total=total, unit="ev", desc="sending", enabled=progress):
             line = line.rstrip(b"\r\n")
             if line.strip():
                 futures.append(producer.send(topic or settings.input_topic, key=event_key(line), value=line))
@@ -45,12 +46,3 @@ def send_lines(
     finally:
         producer.close(timeout=10)
     return len(futures)
-
-
-def _with_progress(lines: Iterable[bytes], total: int | None) -> Iterator[bytes]:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        yield from lines
-        return
-    yield from tqdm(lines, total=total, unit="ev", desc="sending")

@@ -37,6 +37,7 @@ class Model(Protocol):
     """What the stages need of the classifier (worker.model.classifier.SentimentClassifier)."""
 
     model_name: str
+    calibration_id: str | None  # names the calibration in every stored row
     max_batch_size: int
 
     def encode(self, texts: Sequence[str]) -> Any: ...
@@ -119,6 +120,7 @@ class InferStage:
                     model=self.model.model_name,
                     inference_ms=inference_ms,
                     batch_size=len(decoded.items),
+                    calibration=self.model.calibration_id,
                 )
             )
         return Inferred(

@@ -27,8 +27,8 @@ from worker.contracts.wire import EscalationEvent
 from worker.runtime.retry import Unavailable
 
 # The columns the worker writes, in COPY order: all of the table's but the key, the generated
-# `event_time`, and the acknowledgement that `triage-worker ack` sets later.
-NOT_WRITTEN = {"id", "event_time", "acknowledged_at", "acknowledged_by"}
+# `event_time`, and the acknowledgement and verdict that `triage-worker ack` sets later.
+NOT_WRITTEN = {"id", "event_time", "acknowledged_at", "acknowledged_by", "reviewed_label", "reviewed_by", "reviewed_at"}
 COLUMNS = tuple(column.name for column in feedback_results.columns if column.name not in NOT_WRITTEN)
 _COLUMN_LIST = ", ".join(COLUMNS)
 # Session-local and emptied at every commit: issued with every batch, it creates the table once per
@@ -138,6 +138,7 @@ class ResultStore:
             "batch_size": result.batch_size,
             "text": item.text if self.store_text else None,
             "metadata": item.metadata,
+            "calibration": result.calibration,
         }
 
     def _escalation_payload(self, result: ClassifiedItem, now: datetime) -> dict[str, object] | None:

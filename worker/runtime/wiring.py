@@ -45,7 +45,10 @@ PRODUCER_BATCH_BYTES = 256 * 1024  # escalations carry the text (~1.3 kB): 16 kB
 BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
-def build_classifier(settings: Settings) -> SentimentClassifier:
+def build_classifier(settings: Settings, *, calibrated: bool = True) -> SentimentClassifier:
+    """The classifier the worker runs; `calibrated=False` leaves out the calibration (calibrate fits
+    its own on the margins, which do not depend on it)."""
+    from worker.model import calibration
     from worker.model.classifier import SentimentClassifier
 
     return SentimentClassifier(
@@ -55,7 +58,17 @@ def build_classifier(settings: Settings) -> SentimentClassifier:
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         compile_model=settings.torch_compile,
+        calibration=calibration.resolve(settings.calibration, settings.model) if calibrated else None,
+        truncation=settings.truncation,
     )
+
+
+def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriagePolicy:
+    """TRIAGE_LOW_CONFIDENCE_THRESHOLD when it is set; else the calibration's chosen threshold; else 0.60."""
+    chosen = classifier.calibration.threshold if classifier.calibration else None
+    if settings.threshold_is_explicit() or chosen is None:
+        return TriagePolicy(settings.low_confidence_threshold)
+    return TriagePolicy(chosen)
 
 
 def build_engine(settings: Settings, *, pool_size: int = 2) -> Engine:
@@ -135,11 +148,12 @@ def build_runner(
         if server:
             server.stop()
 
+    policy = build_policy(settings, classifier)
     dead_letters = DeadLetterSink(producer, settings.dead_letter_topic, max_value_bytes=PRODUCER_MAX_REQUEST_BYTES // 2)
     stages = [
         DecodeStage(Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)),
         TokenizeStage(classifier),
-        InferStage(classifier, TriagePolicy(settings.low_confidence_threshold)),
+        InferStage(classifier, policy),
         StoreStage(ResultStore(engine, store_text=settings.store_text), dead_letters, backoff, shutdown.abandoned),
     ]
     return Runner(
@@ -152,7 +166,12 @@ def build_runner(
         metrics=metrics,
         relay=EscalationRelay(engine, producer, settings.escalation_topic, batch_size=settings.relay_batch_size),
         on_close=close,
-        started_fields={**classifier.describe(), "topic": settings.input_topic, "group_id": settings.group_id},
+        started_fields={
+            **classifier.describe(),
+            "low_confidence_threshold": policy.threshold,
+            "topic": settings.input_topic,
+            "group_id": settings.group_id,
+        },
     )
 
 

@@ -32,9 +32,9 @@ class FixedProbabilities(SentimentClassifier):
     """Everything the classifier does on the CPU, then fixed answers instead of the model."""
 
     def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        if not hasattr(self, "_fixed"):  # rows alternate negative 0.9 / positive 0.9, made once
+        if not hasattr(self, "_fixed"):  # logits of negative 0.9 / positive 0.9, alternating, made once
             negative = torch.tensor([0.9 if row % 2 == 0 else 0.1 for row in range(self.max_batch_size)])
-            self._fixed = torch.stack([negative, 1 - negative], dim=1)
+            self._fixed = torch.stack([negative, 1 - negative], dim=1).log()
             if self.negative_index == 1:
                 self._fixed = self._fixed.flip(1)
         return self._fixed[: tensors["input_ids"].shape[0]]
@@ -56,6 +56,7 @@ def main() -> int:
         label_map=settings.label_map,
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
+        truncation=settings.truncation,
     )
     runner = build_runner(settings, classifier, shutdown)
     runner.run()

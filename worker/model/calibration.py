@@ -1,0 +1,94 @@
+"""Calibration: the temperature (and optionally the escalation threshold) fitted by `triage-worker calibrate`.
+
+A two-class model's answer is one number, the margin: the negative logit minus the positive one.
+Temperature scaling divides it by T before the sigmoid, so the probabilities move and the labels do
+not. The classifier applies the calibration to every answer; each stored row names the calibration
+by its id (the first 12 hex digits of the file's SHA-256), so a score can always be traced to it.
+
+Where the file lives (TRIAGE_CALIBRATION): `auto` reads `triage-calibration.json` beside a model
+that is a local directory, if there is one; a path reads that file (it must exist); `off` uses none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.contracts.errors import OperatorError
+
+FILE_NAME = "triage-calibration.json"
+AUTO, OFF = "auto", "off"
+
+
+class CalibrationError(OperatorError):
+    """The calibration file is missing, unreadable or not a calibration."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    temperature: float
+    threshold: float | None = None  # chosen by calibrate for a target; None: the configured one
+    threshold_rule: str | None = None  # e.g. "escalation precision >= 0.8"
+    model: str = ""
+    fitted: dict[str, Any] = field(default_factory=dict)  # how and on what it was fitted, for people
+    id: str = ""  # set by `load`: a digest of the file
+
+    def negative_probability(self, margin: float) -> float:
+        return sigmoid(margin / self.temperature)
+
+    def to_json(self) -> str:
+        fields = asdict(self)
+        del fields["id"]
+        return json.dumps(fields, indent=2) + "\n"
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def load(path: Path) -> Calibration:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CalibrationError(f"cannot read calibration {path}: {exc.strerror or exc}") from None
+    try:
+        fields = json.loads(raw)
+        temperature = float(fields["temperature"])
+        threshold = fields.get("threshold")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CalibrationError(f"{path} is not a calibration written by `triage-worker calibrate`: {exc}") from None
+    return Calibration(
+        temperature=temperature,
+        threshold=None if threshold is None else float(threshold),
+        threshold_rule=fields.get("threshold_rule"),
+        model=str(fields.get("model", "")),
+        fitted=dict(fields.get("fitted") or {}),
+        id=hashlib.sha256(raw).hexdigest()[:12],
+    )
+
+
+def default_path(model: str) -> Path | None:
+    """Where a calibration of `model` lives by default: beside it, when it is a local directory."""
+    directory = Path(model).expanduser()
+    return directory / FILE_NAME if directory.is_dir() else None
+
+
+def resolve(setting: str, model: str) -> Calibration | None:
+    """The calibration TRIAGE_CALIBRATION names for `model` (see the module docstring)."""
+    if setting == OFF:
+        return None
+    if setting == AUTO:
+        path = default_path(model)
+        return load(path) if path is not None and path.is_file() else None
+    return load(Path(setting).expanduser())

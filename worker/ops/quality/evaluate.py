@@ -1,0 +1,117 @@
+"""Evaluate: run the worker's own classifier over a labelled file and report how it does (`triage-worker evaluate`).
+
+The texts go through the same `SentimentClassifier` the worker runs (truncation, batching, labels,
+calibration), built by the same wiring, and the escalation figures use the same threshold the
+worker would. What is evaluated is what runs. A text the model cannot take is counted and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from worker.contracts.values import ClassificationFailure, Prediction, Sentiment
+from worker.ops.progress import progress
+from worker.ops.quality.labelled import Example
+from worker.ops.quality.measures import ECE_BINS, Escalation, Evaluation
+
+
+class Predicts(Protocol):
+    max_batch_size: int
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction | ClassificationFailure]: ...
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The model's answers on a labelled file, in file order (failures left out)."""
+
+    truths: list[Sentiment]
+    predictions: list[Prediction]
+    failed: int
+    seconds: float
+
+    @property
+    def negative_probs(self) -> list[float]:
+        return [p.negative_prob for p in self.predictions]
+
+    @property
+    def margins(self) -> list[float]:
+        return [p.margin for p in self.predictions]
+
+    @property
+    def texts_per_s(self) -> float:
+        return (len(self.predictions) + self.failed) / self.seconds if self.seconds else 0.0
+
+
+def score(classifier: Predicts, examples: Sequence[Example], *, show_progress: bool = True) -> Scored:
+    """Classify every example in chunks of several micro-batches (so lengths sort well), with a progress bar."""
+    chunk = max(256, 4 * classifier.max_batch_size)
+    starts = range(0, len(examples), chunk)
+    truths: list[Sentiment] = []
+    predictions: list[Prediction] = []
+    failed = 0
+    started = time.perf_counter()
+    bar = progress(starts, total=len(starts), unit="chunk", desc=f"classifying ({chunk} texts a chunk)")
+    for start in bar if show_progress and len(starts) > 1 else starts:
+        part = examples[start : start + chunk]
+        for example, answer in zip(part, classifier.predict([e.text for e in part]), strict=True):
+            if isinstance(answer, ClassificationFailure):
+                failed += 1
+            else:
+                truths.append(example.label)
+                predictions.append(answer)
+    return Scored(truths, predictions, failed, time.perf_counter() - started)
+
+
+def as_json(evaluation: Evaluation, about: dict[str, Any]) -> str:
+    return json.dumps({**about, **asdict(evaluation), "ece_binning": _binning()}, indent=2) + "\n"
+
+
+def render(evaluation: Evaluation, about: dict[str, Any]) -> str:
+    e = evaluation
+    lines = [
+        f"{e.n:,} texts from {about['data']}, model {about['model']} "
+        f"(calibration {about['calibration']}, truncation {about['truncation']})",
+        f"throughput: {about['texts_per_s']:,.1f} texts/s on {about['device']}"
+        + (f"; {about['failed']} texts failed and are left out" if about["failed"] else ""),
+        "",
+        f"accuracy {e.accuracy:.4f}   macro-F1 {e.macro_f1:.4f}   ECE {e.ece:.4f} ({_binning()})   Brier {e.brier:.4f}",
+        "",
+        f"{'':10}{'precision':>11}{'recall':>9}{'f1':>9}{'support':>9}",
+    ]
+    for label, figures in e.per_class.items():
+        lines.append(
+            f"{label:10}{figures.precision:>11.4f}{figures.recall:>9.4f}{figures.f1:>9.4f}{figures.support:>9,}"
+        )
+    lines += ["", "confusion matrix (rows: true label, columns: predicted)", f"{'':10}{'negative':>10}{'positive':>10}"]
+    for truth, row in e.confusion.items():
+        lines.append(f"{truth:10}{row['negative']:>10,}{row['positive']:>10,}")
+    lines += ["", f"escalation at the configured threshold: {_escalation_line(e.escalation)}", ""]
+    lines.append("threshold sweep (an item is escalated when predicted negative or scored under the threshold)")
+    lines.append(f"{'threshold':>9}{'escalated':>12}{'share':>8}{'negatives caught':>18}{'truly negative':>16}")
+    for row in e.sweep:
+        lines.append(
+            f"{row.threshold:>9.2f}{row.escalated:>12,}{row.share_escalated:>8.1%}"
+            f"{_pct(row.negatives_caught):>18}{_pct(row.escalation_precision):>16}"
+        )
+    return "\n".join(lines)
+
+
+def _escalation_line(row: Escalation) -> str:
+    return (
+        f"{row.threshold:.2f}: {row.share_escalated:.1%} of items escalated, "
+        f"{_pct(row.negatives_caught)} of true negatives caught, "
+        f"{_pct(row.escalation_precision)} of escalations truly negative"
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _binning() -> str:
+    return f"{ECE_BINS} equal-width score bins over [0.5, 1]"
