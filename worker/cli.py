@@ -1,6 +1,6 @@
 """CLI: the `triage-worker` command. Each verb builds the settings once and hands off to the module
 that does the work: `run` to the runtime, `classify` to the model, `migrate`, `send`, `report`,
-`ack`, `export`, `evaluate` and `calibrate` to the operator tools, `demo` and `bench` to the
+`ack`, `export`, `forget`, `evaluate` and `calibrate` to the operator tools, `demo` and `bench` to the
 development tools.
 
 Exit status 2 means the operator must change something: invalid settings (the message names the
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who handled it (default: $USER)")
     ack.add_argument("--label", choices=["positive", "negative"], help="what the feedback really was")
 
+    forget = verbs.add_parser("forget", help="erase a customer's text and identifiers from results and the outbox")
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer-id", help="every result of this customer")
+    who.add_argument("--event-id", action="append", dest="event_ids", metavar="EVENT_ID", help="repeatable")
+
     export = verbs.add_parser("export", help="write reviewers' verdicts as labelled JSON lines (for evaluate)")
     export.add_argument("--reviewed", action="store_true", required=True, help="the rows with a verdict (required)")
     export.add_argument("--since", help="only verdicts this recent: 24h, 30d, 4w ... (default: all)")
@@ -115,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "ack": _ack,
         "export": _export,
+        "forget": _forget,
         "evaluate": _evaluate,
         "calibrate": _calibrate,
         "bench": _bench,
@@ -278,6 +284,23 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     print(f"exported {exported.written} reviewed results", file=sys.stderr)
     if exported.without_text:
         print(f"left out {exported.without_text} reviewed results stored without text", file=sys.stderr)
+    return 0
+
+
+def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.forget import forget
+    from worker.runtime.wiring import build_engine
+
+    engine = build_engine(settings)
+    try:
+        done = forget(engine, customer_id=args.customer_id, event_ids=args.event_ids or ())
+    finally:
+        engine.dispose()
+    who = f"customer {args.customer_id}" if args.customer_id else f"{len(args.event_ids)} event ids"
+    print(
+        f"forgot {who}: text, customer_id and metadata cleared in {done.results} results, "
+        f"text and customer_id in {done.outbox} outbox payloads; messages already on Kafka topics are not reached"
+    )
     return 0
 
 

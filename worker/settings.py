@@ -7,6 +7,8 @@ here, before any connection is opened, with a message that names the variable.
 from __future__ import annotations
 
 import json
+import re
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -33,6 +35,7 @@ class Settings(BaseSettings):
     input_topic: str = "feedback.events"
     escalation_topic: str = "feedback.escalations"
     dead_letter_topic: str = "feedback.deadletter"
+    results_topic: str | None = None  # every stored result as triage-result.v1; unset: not published
     group_id: str = "feedback-triage"
     kafka_client_id: str = "feedback-triage-worker"
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -74,10 +77,14 @@ class Settings(BaseSettings):
     # Unset, a calibration's chosen threshold applies if it has one (see effective_threshold).
     low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)
     max_text_chars: int = Field(20_000, ge=1)
-    store_text: bool = True
+    # Where the feedback text is kept: "all" (every result and escalation), "escalated" (only the
+    # items a human reads), "none". true/false are read as all/none.
+    store_text: Literal["all", "escalated", "none"] = "all"
 
     # --- Behaviour ---------------------------------------------------------------------------
     relay_batch_size: int = Field(500, ge=1)
+    # Published outbox rows are deleted this long after publishing: "72h", "3d", "2w", or "off".
+    outbox_retention: timedelta | None = timedelta(days=3)
     retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
     shutdown_grace_s: float = Field(30.0, gt=0)
     # Before a rebalance moves partitions, how long the batches in hand may take to finish (and be
@@ -86,6 +93,34 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # /metrics, /healthz and /readyz; 0 picks a free port (logged), "off" (or empty) turns them off.
     metrics_port: int | None = Field(9108, ge=0, le=65535)
+
+    @field_validator("store_text", mode="before")
+    @classmethod
+    def _store_text_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "all" if value else "none"
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+            return "all" if value.strip().lower() in ("true", "1", "yes") else "none"
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("outbox_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("", "off", "none"):
+                return None
+            match = re.fullmatch(r"(\d+)\s*([mhdw])", text)
+            if not match or int(match.group(1)) == 0:
+                raise ValueError("expected a duration like 30m, 72h, 3d or 2w, or off")
+            unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+            return timedelta(**{unit: int(match.group(1))})
+        return value
+
+    @field_validator("results_topic", mode="before")
+    @classmethod
+    def _optional_topic(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("metrics_port", mode="before")
     @classmethod
@@ -142,9 +177,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        topics = [self.input_topic, self.escalation_topic, self.dead_letter_topic]
-        if len(set(topics)) != len(topics):
-            raise ValueError("input, escalation and dead-letter topics must be different")
+        topics = [self.input_topic, self.escalation_topic, self.dead_letter_topic, self.results_topic]
+        named = [t for t in topics if t]
+        if len(set(named)) != len(named):
+            raise ValueError("input, escalation, dead-letter and results topics must be different")
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -211,6 +247,8 @@ class Settings(BaseSettings):
                 value = json.dumps(value)
             elif isinstance(value, bool):
                 value = str(value).lower()
+            elif isinstance(value, timedelta):
+                value = f"{int(value.total_seconds() // 60)}m"
             env[f"TRIAGE_{name.upper()}"] = str(value)
         return env
 

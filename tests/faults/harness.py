@@ -85,6 +85,7 @@ def verify(
     database_url: str,
     expected: Expectation,
     client_config: dict[str, Any] | None = None,
+    results_topic: str | None = None,
     **figures: Any,
 ) -> dict[str, Any]:
     client_config = client_config or {}
@@ -119,6 +120,7 @@ def verify(
         "escalations_missing": len(escalated - set(published)),
         "escalation_repeats": sum(c - 1 for c in published.values()),
         "outbox_unpublished": unpublished,
+        **(_results_figures(bootstrap, results_topic, found, client_config) if results_topic else {}),
         "dead_letters_expected": sum(expected.dead.values()),
         "dead_letters_found": len(set(dead) & set(expected.dead)),
         "dead_letter_repeats": sum(c - 1 for c in dead.values()),
@@ -134,10 +136,22 @@ def verify(
     assert report["rows_found"] == report["rows_expected"], report
     assert report["first_wins_violations"] == 0, report
     assert report["escalations_missing"] == 0 and report["outbox_unpublished"] == 0, report
+    assert report.get("results_missing", 0) == report.get("results_unexpected", 0) == 0, report
     assert report["dead_letters_found"] == report["dead_letters_expected"], report
     assert report["dead_letters_unexpected"] == 0, report
     assert report["offsets_committed_to_end"], report
     return report
+
+
+def _results_figures(bootstrap: str, topic: str, stored: Counter[str], client_config: dict[str, Any]) -> dict[str, int]:
+    """Every stored row must reach the results topic (at least once; repeats are counted)."""
+    published = Counter(m.key.decode() for m in read_topic(bootstrap, topic, **client_config))
+    return {
+        "results_published": len(published),
+        "results_missing": len(set(stored) - set(published)),
+        "results_unexpected": len(set(published) - set(stored)),
+        "result_repeats": sum(c - 1 for c in published.values()),
+    }
 
 
 def assert_committed_only_handled(bootstrap: str, database_url: str, expected: Expectation) -> None:

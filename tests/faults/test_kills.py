@@ -12,12 +12,14 @@ from tests.services import WorkerProcess, produce, scalar, wait_until
 from worker.devtools.local_services import LocalBroker
 
 STAGES = ["after_poll", "after_store", "after_commit", "during_relay", "random"]
+RESULTS = "feedback.results"
 
 
 def test_repeated_sigkill_loses_and_duplicates_nothing(
     broker: LocalBroker, database_url: str, start_worker: Callable[..., WorkerProcess], long_run: bool
 ) -> None:
     n, kills = (20_000, 20) if long_run else (3_000, 5)
+    broker.create_topics({RESULTS: 2})  # every stored result goes out too, through the same outbox
     stream = make_stream(n, n // 100)
     placed = produce(broker.bootstrap_servers, stream)
     expected = Expectation.of(stream, placed)
@@ -25,6 +27,7 @@ def test_repeated_sigkill_loses_and_duplicates_nothing(
     rng = random.Random(20261123)
     # Long runs use bigger batches so 20 lives do not finish the stream early.
     batches = FAST_BATCHES if not long_run else {"TRIAGE_MAX_BATCH_SIZE": "16", "TRIAGE_MAX_WAIT_MS": "5"}
+    batches = {**batches, "TRIAGE_RESULTS_TOPIC": RESULTS}
 
     done = []
     for k in range(kills):
@@ -55,6 +58,7 @@ def test_repeated_sigkill_loses_and_duplicates_nothing(
         broker.bootstrap_servers,
         database_url,
         expected,
+        results_topic=RESULTS,
         kills=len(done),
         stages=dict(sorted({s: sum(1 for d in done if d[0] == s) for s, _ in done}.items())),
     )

@@ -63,3 +63,18 @@ def test_e2e_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.Captu
     assert result["escalations_published"] == result["escalated"]
     assert set(result["stage_share"]) == {"poll", "decode", "tokenize", "infer", "store", "commit", "relay"}
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("events_per_s=")
+
+
+def test_trends_mode(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", database_url)
+    out = tmp_path / "trends.json"
+    assert main(["bench", "--mode", "trends", "--rows", "2000,6000", "--use-database", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [step["rows"] for step in result["steps"]] == [2000, 6000]
+    timed = set(result["steps"][0]["ms"])
+    assert {"top-products-this-week", "time-to-acknowledge", "report-7d-by-product"} <= timed and len(timed) == 6
+    assert result["store_events_per_s_rollups_on"] > 0 and result["store_ratio_on_to_off"] > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("rows=2000,6000 ")
+    assert main(["bench", "--mode", "trends", "--rows", "10,zero"]) == 2

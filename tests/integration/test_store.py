@@ -62,7 +62,7 @@ def test_migrations_match_the_table_definitions_and_downgrade_cleanly(database_u
 
 def test_writes_are_idempotent_and_outbox_follows_new_escalations_only(database_url: str) -> None:
     engine = create_engine(database_url)
-    store = ResultStore(engine, store_text=False)
+    store = ResultStore(engine, store_text="none")
     batch = [result("a", "negative", 0.9), result("b", "positive", 0.95), result("c", "positive", 0.55)]
     first = store.write(batch)
     assert (first.inserted, first.escalations, first.duplicates) == (3, 2, ())

@@ -49,7 +49,7 @@ def stored(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
         *(result(f"pos-{i}", "positive", 0.9) for i in range(4)),
     ]
     ResultStore(engine).write(items)
-    ResultStore(engine, store_text=False).write([result("neg-5", "negative", 0.8)])
+    ResultStore(engine, store_text="none").write([result("neg-5", "negative", 0.8)])
     engine.dispose()
     return database_url
 

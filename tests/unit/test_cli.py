@@ -42,4 +42,5 @@ def test_schemas_verb_writes_files(tmp_path: Path) -> None:
         "dead-letter.v1.json",
         "escalation-event.v1.json",
         "feedback-event.v1.json",
+        "triage-result.v1.json",
     ]

@@ -1,6 +1,8 @@
+from datetime import timedelta
+
 import pytest
 
-from worker.settings import SettingsError, load_settings
+from worker.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +24,7 @@ def test_defaults_follow_the_issue_and_the_model_cards() -> None:
     )
     assert s.model == "sm3455/bert-mlm-ft"
     assert s.low_confidence_threshold == 0.60
-    assert s.device == "auto" and s.store_text is True
+    assert s.device == "auto" and s.store_text == "all"
 
 
 def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -73,3 +75,31 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.sqlalchemy_url() == "postgresql+psycopg2://app:hunter2@db/app"
     common = s.kafka_common()
     assert common["sasl_plain_password"] == "s3cret-pw" and common["security_protocol"] == "SASL_SSL"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("72h", timedelta(hours=72)), ("3d", timedelta(days=3)), ("2w", timedelta(weeks=2)),
+     ("30m", timedelta(minutes=30)), ("off", None), ("", None)],
+)  # fmt: skip
+def test_outbox_retention_durations(raw: str, expected: timedelta | None) -> None:
+    assert Settings(outbox_retention=raw).outbox_retention == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("true", "all"), ("false", "none"), ("Escalated", "escalated"), (True, "all")]
+)
+def test_store_text_choices(raw: object, expected: str) -> None:
+    assert Settings(store_text=raw).store_text == expected
+
+
+def test_bad_retention_and_shared_results_topic_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIAGE_OUTBOX_RETENTION", "3 days")
+    with pytest.raises(SettingsError, match="TRIAGE_OUTBOX_RETENTION"):
+        load_settings()
+    monkeypatch.delenv("TRIAGE_OUTBOX_RETENTION")
+    monkeypatch.setenv("TRIAGE_RESULTS_TOPIC", "feedback.escalations")
+    with pytest.raises(SettingsError, match="results topics must be different"):
+        load_settings()
+    monkeypatch.delenv("TRIAGE_RESULTS_TOPIC")
+    assert Settings(outbox_retention="2d").as_env()["TRIAGE_OUTBOX_RETENTION"] == "2880m"

@@ -58,10 +58,27 @@ escalation_outbox = Table(
     "escalation_outbox",
     metadata,
     Column("id", BigInteger, primary_key=True),
-    Column("event_id", Text, nullable=False, unique=True),
+    Column("event_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # escalation | result; unique with event_id
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text),
+)
+
+sentiment_rollup = Table(  # kept by the store (worker.runtime.rollups); the trend views read it
+    "sentiment_rollup",
+    metadata,
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("source", Text),
+    Column("product", Text),
+    Column("model", Text, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("negatives", BigInteger, nullable=False),
+    Column("escalations", BigInteger, nullable=False),
+    Column("low_confidence_escalations", BigInteger, nullable=False),
+    Column("open_escalations", BigInteger, nullable=False),
+    Column("scores_under_060", BigInteger, nullable=False),
+    Column("score_sum", Float, nullable=False),
 )

@@ -15,6 +15,7 @@ from worker.contracts.errors import ErrorClass
 
 Sentiment = Literal["positive", "negative"]
 EscalationReason = Literal["negative", "low_confidence"]
+StoreText = Literal["all", "escalated", "none"]  # TRIAGE_STORE_TEXT
 
 
 @dataclass(frozen=True)

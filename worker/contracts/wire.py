@@ -62,8 +62,31 @@ class EscalationEvent(BaseModel):
     customer_id: str | None
     created_at: datetime | None
     model: str
-    text: str | None = Field(description="Null when TRIAGE_STORE_TEXT=false.")
+    text: str | None = Field(description="Null when TRIAGE_STORE_TEXT=none.")
     escalated_at: datetime
+
+
+class TriageResult(BaseModel):
+    """`triage-result.v1`: every stored result, for pipelines downstream (TRIAGE_RESULTS_TOPIC); key = event_id."""
+
+    model_config = ConfigDict(
+        title="triage-result.v1",
+        json_schema_extra={"$id": "triage-result.v1.json"},
+    )
+
+    event_id: str
+    label: Literal["positive", "negative"]
+    score: float = Field(ge=0.0, le=1.0, description="Probability of the predicted label.")
+    negative_prob: float = Field(ge=0.0, le=1.0)
+    escalated: bool
+    reason: EscalationReason | None = Field(description="Why it was escalated; null when it was not.")
+    model: str
+    source: str | None
+    product: str | None
+    customer_id: str | None
+    created_at: datetime | None
+    processed_at: datetime
+    text: str | None = Field(description="Null when TRIAGE_STORE_TEXT keeps no text for this result.")
 
 
 class DeadLetterHeaders(BaseModel):
@@ -89,6 +112,7 @@ class DeadLetterHeaders(BaseModel):
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "feedback-event.v1.json": FeedbackEvent,
     "escalation-event.v1.json": EscalationEvent,
+    "triage-result.v1.json": TriageResult,
     "dead-letter.v1.json": DeadLetterHeaders,
 }
 

@@ -5,7 +5,8 @@ escalation queue becomes labelled data (`triage-worker export --reviewed`).
 Acknowledging sets `acknowledged_at`/`acknowledged_by`; acknowledging twice keeps the first. A
 verdict sets `reviewed_label`/`reviewed_by`/`reviewed_at` (and acknowledges, if not yet done); a
 later verdict replaces an earlier one, and the change is reported. Unknown ids and results that
-were never escalated are reported and left unchanged.
+were never escalated are reported and left unchanged. A trigger takes a new acknowledgement off
+the open escalations counted in the hourly rollups (migration 0004).
 """
 
 from __future__ import annotations

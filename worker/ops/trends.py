@@ -2,8 +2,10 @@
 
 "Is sentiment getting worse, and where?": share negative per product, source or day over a
 window (`--since 7d`), as a terminal table, CSV or JSON, and with `--plot` a PNG chart of share
-negative per day for each group (lines) over the daily volume (bars). Read-only; it uses the
-`sentiment_daily` view, so it costs one indexed scan of the window.
+negative per day for each group (lines) over the daily volume (bars). Read-only; it reads the
+hourly rollups (`sentiment_rollup`, kept by the store), so its cost follows the number of hours
+and groups in the window, not the number of results. The window is whole UTC hours: the hour
+now running and every full hour after `now - since`.
 """
 
 from __future__ import annotations
@@ -56,40 +58,49 @@ class DailyPoint:
 
 def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | None = None) -> list[TrendRow]:
     """One row per group in the window, worst share negative first (ties: most volume first)."""
-    key = {"product": "product", "source": "source", "day": "(event_time at time zone 'UTC')::date::text"}[by]
+    key = {"product": "product", "source": "source", "day": "(hour at time zone 'UTC')::date::text"}[by]
     order = "1" if by == "day" else "share_negative desc, total desc, 1"
     sql = f"""
-        select coalesce({key}, :unknown) as grp, count(*) as total,
-               count(*) filter (where label = 'negative') as negatives,
-               round(count(*) filter (where label = 'negative')::numeric / count(*), 4) as share_negative,
-               count(*) filter (where escalated) as escalations,
-               count(*) filter (where escalated and acknowledged_at is null) as open_escalations
-        from feedback_results
-        where event_time >= :start
+        select coalesce({key}, :unknown) as grp, sum(total) as total, sum(negatives) as negatives,
+               round(sum(negatives)::numeric / sum(total), 4) as share_negative,
+               sum(escalations) as escalations, sum(open_escalations) as open_escalations
+        from sentiment_rollup
+        where hour >= :start
         group by 1
         order by {order}
     """
-    start = (now or datetime.now(timezone.utc)) - since
     with engine.connect() as connection:
-        result = connection.execute(text(sql), {"start": start, "unknown": UNKNOWN})
+        result = connection.execute(text(sql), {"start": window_start(since, now), "unknown": UNKNOWN})
         return [
             TrendRow(
-                row.grp, row.total, row.negatives, float(row.share_negative), row.escalations, row.open_escalations
+                row.grp,
+                int(row.total),
+                int(row.negatives),
+                float(row.share_negative),
+                int(row.escalations),
+                int(row.open_escalations),
             )
             for row in result
         ]
 
 
+def window_start(since: timedelta, now: datetime | None = None) -> datetime:
+    """The first whole UTC hour inside the window: the rollups count by the hour."""
+    start = (now or datetime.now(timezone.utc)) - since
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    return hour if hour == start else hour + timedelta(hours=1)
+
+
 def daily_points(engine: Engine, since: timedelta, by: Grouping, now: datetime | None = None) -> list[DailyPoint]:
-    """Per day and group, from the sentiment_daily view: the series behind the chart."""
+    """Per UTC day and group, from the hourly rollups: the series behind the chart."""
     key = {"product": "product", "source": "source", "day": "'all'"}[by]
-    start = ((now or datetime.now(timezone.utc)) - since).date()
     sql = f"""
-        select day, coalesce({key}, :unknown) as grp, sum(total) as total, sum(negatives) as negatives
-        from sentiment_daily where day >= :start group by 1, 2 order by 1, 2
+        select (hour at time zone 'UTC')::date as day, coalesce({key}, :unknown) as grp,
+               sum(total) as total, sum(negatives) as negatives
+        from sentiment_rollup where hour >= :start group by 1, 2 order by 1, 2
     """
     with engine.connect() as connection:
-        result = connection.execute(text(sql), {"start": start, "unknown": UNKNOWN})
+        result = connection.execute(text(sql), {"start": window_start(since, now), "unknown": UNKNOWN})
         return [DailyPoint(row.day, row.grp, int(row.total), int(row.negatives)) for row in result]
 
 

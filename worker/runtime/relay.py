@@ -1,4 +1,4 @@
-"""Relay: publish pending escalation outbox rows to the escalation topic, then mark them sent.
+"""Relay: publish pending outbox rows (escalations, and results when a results topic is set), mark them sent.
 
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several workers can relay at once without
 sending the same row twice in the normal case. A row is marked published only after the broker
@@ -6,6 +6,8 @@ acknowledged it; if Kafka is down the rows stay pending and are retried on the n
 Delivery is at least once: consumers de-duplicate on the message key (the event_id).
 `RelayLoop` runs the relay in its own thread, a round every RELAY_INTERVAL_S until nothing is
 pending; at a clean stop it publishes what is left, an abandoned worker leaves that to the next.
+Every PRUNE_INTERVAL_S it also deletes rows published longer ago than TRIAGE_OUTBOX_RETENTION,
+a bounded number at a time; a row not yet published is never deleted.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
-from sqlalchemy import Engine, Text, cast, select, update
+from sqlalchemy import Engine, Text, cast, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from worker.contracts.tables import escalation_outbox
@@ -29,17 +31,44 @@ from worker.runtime.failpoints import failpoint
 log = get_logger("worker.relay")
 
 RELAY_INTERVAL_S = 0.25
+PRUNE_INTERVAL_S = 60.0
+PRUNE_BATCH = 10_000
+PRUNE = """
+    DELETE FROM escalation_outbox WHERE id IN (
+        SELECT id FROM escalation_outbox
+        WHERE published_at IS NOT NULL AND published_at < :before
+        LIMIT :limit FOR UPDATE SKIP LOCKED
+    )
+"""
 
 
 class EscalationRelay:
     def __init__(
-        self, engine: Engine, producer: KafkaProducer, topic: str, *, batch_size: int = 500, timeout_s: float = 10.0
+        self,
+        engine: Engine,
+        producer: KafkaProducer,
+        topic: str,
+        *,
+        results_topic: str | None = None,
+        retention: timedelta | None = None,
+        batch_size: int = 500,
+        timeout_s: float = 10.0,
     ) -> None:
         self.engine = engine
         self.producer = producer
-        self.topic = topic
+        # Outbox kind -> topic. Result rows left from a time with a results topic wait for one.
+        self.topics = {"escalation": topic} | ({"result": results_topic} if results_topic else {})
+        self.retention = retention
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+
+    def prune(self) -> int:
+        """Delete rows published longer ago than the retention, at most PRUNE_BATCH; returns how many."""
+        if self.retention is None:
+            return 0
+        with self.engine.begin() as connection:
+            before = datetime.now(timezone.utc) - self.retention
+            return connection.execute(text(PRUNE), {"before": before, "limit": PRUNE_BATCH}).rowcount
 
     def publish_pending(self) -> tuple[int, int]:
         """Publish one batch of pending rows; returns (published, failed)."""
@@ -47,8 +76,8 @@ class EscalationRelay:
         with self.engine.begin() as connection:
             rows = connection.execute(
                 # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
-                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"))
-                .where(outbox.published_at.is_(None))
+                select(outbox.id, outbox.event_id, outbox.kind, cast(outbox.payload, Text).label("payload"))
+                .where(outbox.published_at.is_(None), outbox.kind.in_(list(self.topics)))
                 .order_by(outbox.id)
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
@@ -60,7 +89,7 @@ class EscalationRelay:
             for row in rows:
                 try:
                     future = self.producer.send(
-                        self.topic,
+                        self.topics[row.kind],
                         key=row.event_id.encode("utf-8"),
                         value=row.payload.encode("utf-8"),
                     )
@@ -112,10 +141,24 @@ class RelayLoop:
             self._thread.join(timeout_s)
 
     def _loop(self) -> None:
+        pruned_at = time.monotonic()
         while not self._stop.wait(self.interval_s):
             self.publish_all()
+            if time.monotonic() - pruned_at >= PRUNE_INTERVAL_S:
+                pruned_at = time.monotonic()
+                self.prune()
         if self._final_round:
             self.publish_all()
+
+    def prune(self) -> None:
+        """One bounded prune of published rows; errors are logged, not raised (the next one tries again)."""
+        try:
+            pruned = self.relay.prune()
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; publishing must go on
+            log.warning("outbox_prune_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            return
+        if pruned:
+            log.info("outbox_pruned", count=pruned)
 
     def publish_all(self) -> None:
         """Publish outbox rows until none is pending or a round fails; errors are logged, not raised."""

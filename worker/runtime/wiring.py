@@ -154,7 +154,12 @@ def build_runner(
         DecodeStage(Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)),
         TokenizeStage(classifier),
         InferStage(classifier, policy),
-        StoreStage(ResultStore(engine, store_text=settings.store_text), dead_letters, backoff, shutdown.abandoned),
+        StoreStage(
+            ResultStore(engine, store_text=settings.store_text, publish_results=settings.results_topic is not None),
+            dead_letters,
+            backoff,
+            shutdown.abandoned,
+        ),
     ]
     return Runner(
         KafkaSource(consumer, settings.input_topic),
@@ -164,7 +169,14 @@ def build_runner(
         shutdown=shutdown,
         revoke_drain_s=settings.revoke_drain_seconds(),
         metrics=metrics,
-        relay=EscalationRelay(engine, producer, settings.escalation_topic, batch_size=settings.relay_batch_size),
+        relay=EscalationRelay(
+            engine,
+            producer,
+            settings.escalation_topic,
+            results_topic=settings.results_topic,
+            retention=settings.outbox_retention,
+            batch_size=settings.relay_batch_size,
+        ),
         on_close=close,
         started_fields={
             **classifier.describe(),

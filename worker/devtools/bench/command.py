@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from worker.contracts.errors import OperatorError
 from worker.settings import Settings
 
 
@@ -18,7 +19,7 @@ def positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["model", "e2e"], default="model")
+    parser.add_argument("--mode", choices=["model", "e2e", "trends"], default="model")
     parser.add_argument("--model", help="model id or directory (default: TRIAGE_MODEL)")
     parser.add_argument(
         "--random-bert-base",
@@ -39,6 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="e2e: replace the forward pass by fixed probabilities (half escalated) and compare with the bare path",
     )
+    parser.add_argument(
+        "--rows",
+        default="1000000,10000000",
+        help="trends: result counts to seed and time the queries at, comma-separated (default: 1000000,10000000)",
+    )
+    parser.add_argument(
+        "--use-database",
+        action="store_true",
+        help="trends: seed TRIAGE_DATABASE_URL (an empty, migrated database) instead of an embedded PostgreSQL",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
     parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
@@ -46,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.mode == "trends":
+        return _run_trends(args, settings)
     # Imported here, not at the top: the CLI builds every verb's arguments from this module.
     from worker.devtools.bench.e2e_mode import bench_e2e
     from worker.devtools.bench.model_mode import bench_model
@@ -91,4 +104,32 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(summary)
+    return 0
+
+
+def _run_trends(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.devtools.bench.trends_mode import bench_trends
+
+    try:
+        sizes = [int(part.replace("_", "")) for part in args.rows.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise OperatorError(f"--rows takes positive counts separated by commas, got {args.rows!r}")
+    if args.use_database:
+        result = bench_trends(settings.sqlalchemy_url(), sizes)
+    else:
+        from worker.devtools.local_services import LocalPostgres
+        from worker.ops import migrate
+
+        with LocalPostgres() as postgres:
+            migrate.upgrade(postgres.url)
+            result = bench_trends(postgres.url, sizes)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"rows={','.join(map(str, sorted(sizes)))} slowest_ms_at_largest={result['slowest_ms_at_largest']} "
+        f"max_growth={max(result['growth'].values())} store_ratio_on_to_off={result['store_ratio_on_to_off']}"
+    )
     return 0

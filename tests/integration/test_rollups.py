@@ -1,0 +1,99 @@
+"""The hourly rollups equal a GROUP BY over the raw results, whatever the order of writes: random
+batches, replays, late events, acknowledgements, two writers at once, and raw rows deleted."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
+from worker.ops.acks import acknowledge
+from worker.runtime.store import ResultStore
+from worker.runtime.triage import TriagePolicy
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(timezone.utc)
+RAW_GROUP_BY = """
+    select date_trunc('hour', event_time, 'UTC') as hour, source, product, model,
+           count(*) as total,
+           count(*) filter (where label = 'negative') as negatives,
+           count(*) filter (where escalated) as escalations,
+           count(*) filter (where escalation_reason = 'low_confidence') as low_confidence_escalations,
+           count(*) filter (where escalated and acknowledged_at is null) as open_escalations,
+           count(*) filter (where score < 0.60) as scores_under_060,
+           round(sum(score)::numeric, 6) as score_sum
+    from feedback_results group by 1, 2, 3, 4 order by 1, 2, 3, 4
+"""
+ROLLUP = """
+    select hour, source, product, model, total, negatives, escalations, low_confidence_escalations,
+           open_escalations, scores_under_060, round(score_sum::numeric, 6)
+    from sentiment_rollup where total > 0 order by 1, 2, 3, 4
+"""
+
+
+def item(rng: random.Random, n: int, *, late: bool = False) -> ClassifiedItem:
+    negative = rng.random() < 0.4
+    score = rng.uniform(0.5, 1.0)
+    prediction = Prediction("negative" if negative else "positive", score, score if negative else 1 - score, "X")
+    hours_ago = rng.randint(24 * 20, 24 * 40) if late else rng.randint(0, 72)
+    feedback = FeedbackItem(
+        record=RawRecord("feedback.events", 0, n, None, b"{}"),
+        event_id=f"e-{n}",
+        text="t",
+        source=rng.choice(["survey", "zendesk", "app-store", None]),
+        product=rng.choice(["web", "mobile", "api", "desk", None]),
+        created_at=None if rng.random() < 0.1 else NOW - timedelta(hours=hours_ago, minutes=rng.randint(0, 59)),
+    )
+    return ClassifiedItem(feedback, prediction, TriagePolicy(0.6).decide(prediction), rng.choice(["m-a", "m-b"]), 1, 1)
+
+
+def rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = [tuple(r) for r in connection.execute(text(sql))]
+    engine.dispose()
+    return found
+
+
+def test_rollups_equal_the_raw_group_by_through_replays_late_events_acks_and_two_writers(database_url: str) -> None:
+    rng = random.Random(11)
+    engine = create_engine(database_url, pool_size=4)
+    store = ResultStore(engine)
+    batches = [[item(rng, b * 100 + i, late=rng.random() < 0.1) for i in range(100)] for b in range(8)]
+    for batch in batches[:4]:
+        store.write(batch)
+    store.write(batches[1])  # a replay of a whole batch: nothing new
+    store.write(batches[2][:50] + batches[4][:50])  # half replay, half new
+    errors: list[BaseException] = []
+
+    def write(part: list[list[ClassifiedItem]]) -> None:
+        try:
+            for batch in part:
+                ResultStore(engine).write(batch)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(batches[4:6] + batches[6:],)), threading.Thread(
+        target=write, args=(batches[6:] + batches[4:6],))]  # fmt: skip
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    assert not errors, errors
+    escalated = [r[0] for r in rows(database_url, "select event_id from feedback_results where escalated")]
+    acknowledge(engine, escalated[: len(escalated) // 2], "rita")
+    acknowledge(engine, escalated[:10], "sam", label="negative")  # again, with a verdict: no double count
+    raw = rows(database_url, RAW_GROUP_BY)
+    assert rows(database_url, "select count(*) from feedback_results") == [(800,)]
+    assert rows(database_url, ROLLUP) == raw
+    assert sum(r[4] for r in raw) == 800 and len({r[0] for r in raw}) > 60  # many hours, late ones included
+
+    with engine.begin() as connection:  # retention deletes raw rows; the rollups keep counting them
+        connection.execute(text("delete from feedback_results where event_time < now() - interval '10 days'"))
+    assert sum(r[4] for r in rows(database_url, ROLLUP)) == 800
+    engine.dispose()
