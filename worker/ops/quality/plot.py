@@ -44,7 +44,7 @@ def plot(evaluation: Evaluation, title: str, path: Path) -> Path:
     )
     for b in bins:
         reliability.annotate(
-            f"{b.count:,}", (b.lower + width / 2, 0.02), ha="center", fontsize=7, color="white", rotation=90
+            f"{b.count:,}", (b.lower + width / 2, 0.02), ha="center", fontsize=7, color="#222", rotation=90
         )
     reliability.set_xlim(0.5, 1)
     reliability.set_ylim(0, 1.01)  # a bin's accuracy can be under one half
