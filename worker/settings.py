@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(500, ge=1)
     # Published outbox rows are deleted this long after publishing: "72h", "3d", "2w", or "off".
     outbox_retention: timedelta | None = timedelta(days=3)
+    # Results (in weekly partitions) are dropped a whole week at a time once older than this; off: kept.
+    results_retention: timedelta | None = None
     retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
     shutdown_grace_s: float = Field(30.0, gt=0)
     # Before a rebalance moves partitions, how long the batches in hand may take to finish (and be
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
             return "all" if value.strip().lower() in ("true", "1", "yes") else "none"
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("outbox_retention", mode="before")
+    @field_validator("outbox_retention", "results_retention", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str):

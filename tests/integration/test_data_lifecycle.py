@@ -131,3 +131,69 @@ def test_migration_0005_goes_down_and_up_with_data(database_url: str) -> None:
     migrate.upgrade(database_url)
     assert rows(database_url, "select kind, count(*) from escalation_outbox group by 1") == [("escalation", 3)]
     engine.dispose()
+
+
+def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_weeks(database_url: str) -> None:
+    from datetime import datetime, timezone
+
+    from worker.runtime.retention import Retention
+
+    engine = create_engine(database_url)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        for days in (35, 28, 21, 14, 7):
+            connection.execute(
+                text("select feedback_results_ensure_week(cast(:d as date))"), {"d": now - timedelta(days=days)}
+            )
+    store = ResultStore(engine)
+    old = [result(f"old-{i}", "negative", 0.9) for i in range(5)]
+    assert store.write(old, now=now - timedelta(days=25)).inserted == 5
+    replay = store.write(old, now=now - timedelta(days=6))  # another week, another partition: nothing new
+    assert replay.inserted == 0 and sorted(replay.duplicates) == sorted(r.item.event_id for r in old)
+    assert store.write([result(f"new-{i}", "positive", 0.9) for i in range(5)], now=now).inserted == 5
+    weeks = rows(database_url, "select tableoid::regclass::text, count(*) from feedback_results group by 1 order by 1")
+    assert [n for _, n in weeks] == [5, 5] and all(name.startswith("feedback_results_w") for name, _ in weeks)
+    assert rows(database_url, "select count(*) from feedback_results_default") == [(0,)]
+
+    dropped = Retention(engine, keep=timedelta(days=14)).drop_expired(now=now)
+    assert weeks[0][0] in dropped.partitions and weeks[1][0] not in dropped.partitions and dropped.ids == 5
+    assert rows(database_url, "select count(*) from feedback_results") == [(5,)]
+    assert rows(database_url, "select count(*) from result_ids") == [(5,)]
+    assert rows(database_url, "select sum(total) from sentiment_rollup") == [(10,)]  # the counts outlive the rows
+    assert Retention(engine, keep=None).drop_expired(now=now) == type(dropped)([], 0)
+    assert store.write(old, now=now).inserted == 5  # older than the retention: stored again, as documented
+    engine.dispose()
+
+
+def test_migration_0006_goes_down_and_up_with_data(database_url: str) -> None:
+    engine = create_engine(database_url)
+    ResultStore(engine, publish_results=True).write([result(f"p-{i}", "negative", 0.9) for i in range(4)])
+    assert main_ack(database_url, "p-0") == 0
+    before = rows(database_url, "select event_id, acknowledged_by, text from feedback_results order by 1")
+    counts = rows(database_url, "select sum(total), sum(open_escalations) from sentiment_rollup")
+    migrate.downgrade(database_url, "0005_outbox_kinds_and_retention")
+    assert "result_ids" not in inspect(engine).get_table_names()
+    assert rows(database_url, "select event_id, acknowledged_by, text from feedback_results order by 1") == before
+    assert {"feedback_results_event_id_key"} <= {
+        c["name"] for c in inspect(engine).get_unique_constraints("feedback_results")
+    }
+    migrate.upgrade(database_url)
+    assert rows(database_url, "select event_id, acknowledged_by, text from feedback_results order by 1") == before
+    assert rows(database_url, "select count(*) from result_ids") == [(4,)]
+    assert (
+        rows(database_url, "select sum(total), sum(open_escalations) from sentiment_rollup") == counts
+    )  # not recounted
+    assert rows(database_url, "select count(*) from escalation_backlog") == [(3,)]
+    assert ResultStore(engine).write([result("p-9", "negative", 0.9)]).inserted == 1  # ids go on from the old ones
+    assert rows(database_url, "select count(distinct id) from feedback_results") == [(5,)]
+    engine.dispose()
+
+
+def main_ack(database_url: str, event_id: str) -> int:
+    from worker.ops.acks import acknowledge
+
+    engine = create_engine(database_url)
+    try:
+        return 0 if acknowledge(engine, [event_id], "rita").ok else 1
+    finally:
+        engine.dispose()

@@ -25,7 +25,7 @@ feedback_results = Table(
     "feedback_results",
     metadata,
     Column("id", BigInteger, primary_key=True),
-    Column("event_id", Text, nullable=False, unique=True),
+    Column("event_id", Text, nullable=False),  # unique through result_ids (the table is partitioned)
     Column("label", Text, nullable=False),
     Column("score", Float, nullable=False),
     Column("negative_prob", Float, nullable=False),
@@ -52,6 +52,13 @@ feedback_results = Table(
     Column("reviewed_label", Text),  # set by `triage-worker ack --label`: what the reviewer decided
     Column("reviewed_by", Text),
     Column("reviewed_at", DateTime(timezone=True)),
+)
+
+result_ids = Table(  # the idempotency ledger: one row per event id stored, until retention prunes it
+    "result_ids",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
 )
 
 escalation_outbox = Table(

@@ -6,8 +6,9 @@ acknowledged it; if Kafka is down the rows stay pending and are retried on the n
 Delivery is at least once: consumers de-duplicate on the message key (the event_id).
 `RelayLoop` runs the relay in its own thread, a round every RELAY_INTERVAL_S until nothing is
 pending; at a clean stop it publishes what is left, an abandoned worker leaves that to the next.
-Every PRUNE_INTERVAL_S it also deletes rows published longer ago than TRIAGE_OUTBOX_RETENTION,
-a bounded number at a time; a row not yet published is never deleted.
+Every PRUNE_INTERVAL_S (and once at start) it also does the housekeeping: it deletes rows
+published longer ago than TRIAGE_OUTBOX_RETENTION, a bounded number at a time (a row not yet
+published is never deleted), and keeps the results' weekly partitions (see retention).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from worker.contracts.tables import escalation_outbox
 from worker.logs import get_logger
 from worker.runtime.delivery import await_delivery
 from worker.runtime.failpoints import failpoint
+from worker.runtime.retention import Retention
 
 log = get_logger("worker.relay")
 
@@ -51,6 +53,7 @@ class EscalationRelay:
         *,
         results_topic: str | None = None,
         retention: timedelta | None = None,
+        results: Retention | None = None,
         batch_size: int = 500,
         timeout_s: float = 10.0,
     ) -> None:
@@ -58,7 +61,8 @@ class EscalationRelay:
         self.producer = producer
         # Outbox kind -> topic. Result rows left from a time with a results topic wait for one.
         self.topics = {"escalation": topic} | ({"result": results_topic} if results_topic else {})
-        self.retention = retention
+        self.retention = retention  # of published outbox rows
+        self.results = results  # the results' partitions, kept by the same housekeeping
         self.batch_size = batch_size
         self.timeout_s = timeout_s
 
@@ -141,6 +145,7 @@ class RelayLoop:
             self._thread.join(timeout_s)
 
     def _loop(self) -> None:
+        self.prune()  # at start too: the partitions for this week and the next
         pruned_at = time.monotonic()
         while not self._stop.wait(self.interval_s):
             self.publish_all()
@@ -151,14 +156,19 @@ class RelayLoop:
             self.publish_all()
 
     def prune(self) -> None:
-        """One bounded prune of published rows; errors are logged, not raised (the next one tries again)."""
+        """Housekeeping: a bounded prune of published rows, next week's result partition, expired
+        result weeks. Errors are logged, not raised (the next round tries again)."""
         try:
             pruned = self.relay.prune()
-        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping; publishing must go on
-            log.warning("outbox_prune_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            return
-        if pruned:
-            log.info("outbox_pruned", count=pruned)
+            if pruned:
+                log.info("outbox_pruned", count=pruned)
+            if self.relay.results is not None:
+                self.relay.results.ensure_partitions()
+                dropped = self.relay.results.drop_expired()
+                if dropped.partitions or dropped.ids:
+                    log.info("results_expired", partitions=dropped.partitions, ids_forgotten=dropped.ids)
+        except Exception as exc:  # noqa: BLE001 - housekeeping; publishing must go on
+            log.warning("housekeeping_failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def publish_all(self) -> None:
         """Publish outbox rows until none is pending or a round fails; errors are logged, not raised."""

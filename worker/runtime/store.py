@@ -1,11 +1,13 @@
 """Store: write one batch of results and its escalation outbox rows in one Postgres transaction.
 
 Idempotent on `event_id`: a replayed event (after a crash or a rebalance) inserts nothing and
-creates no second outbox row. Within a batch, the first event with an id wins; later ones with
+creates no second outbox row. The results are partitioned by week, so the id ledger `result_ids`
+(one row per event id ever stored, until retention prunes it) decides what is new: a result is
+inserted only when its id was. Within a batch, the first event with an id wins; later ones with
 the same id are reported back as duplicates so the caller can log them.
 
 The batch travels by COPY into a temporary staging table, then one statement moves it into
-`feedback_results` (ON CONFLICT DO NOTHING) and adds the outbox rows of the rows it inserted:
+`feedback_results` (the ids new to the ledger) and adds the outbox rows of the rows it inserted:
 an escalation for each escalated one and, with a results topic, a result for every one.
 A trigger adds the inserted rows to the hourly rollups in the same transaction (migration 0004).
 That is about 2.5x faster than a multi-row INSERT of the same rows (see README, Performance).
@@ -42,10 +44,14 @@ CREATE_STAGING = (
 )
 COPY_STAGING = f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload) FROM STDIN"
 MOVE_STAGED = f"""
-WITH inserted AS (
-    INSERT INTO feedback_results ({_COLUMN_LIST})
-    SELECT {_COLUMN_LIST} FROM triage_staging
+WITH new_ids AS (
+    INSERT INTO result_ids (event_id, processed_at)
+    SELECT event_id, processed_at FROM triage_staging
     ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), inserted AS (
+    INSERT INTO feedback_results ({_COLUMN_LIST})
+    SELECT {_COLUMN_LIST} FROM triage_staging JOIN new_ids USING (event_id)
     RETURNING event_id
 ), outboxed AS (
     INSERT INTO escalation_outbox (event_id, kind, payload, created_at, attempts)
@@ -108,8 +114,8 @@ class ResultStore:
         self.store_text = store_text
         self.publish_results = publish_results  # an outbox row of kind `result` for every result
 
-    def write(self, results: Sequence[ClassifiedItem]) -> StoreOutcome:
-        """Insert results and outbox rows atomically; returns what was new."""
+    def write(self, results: Sequence[ClassifiedItem], now: datetime | None = None) -> StoreOutcome:
+        """Insert results and outbox rows atomically; returns what was new. `now` (processed_at) is for tests."""
         unique: dict[str, ClassifiedItem] = {}
         duplicates: list[str] = []
         for result in results:
@@ -119,7 +125,7 @@ class ResultStore:
                 unique[result.item.event_id] = result
         if not unique:
             return StoreOutcome(0, 0, tuple(duplicates))
-        now = datetime.now(timezone.utc)
+        now = now or datetime.now(timezone.utc)
         staged = io.StringIO()
         for result in unique.values():
             row = self._row(result, now)

@@ -23,6 +23,7 @@ from worker.runtime.decode import Decoder
 from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
 from worker.runtime.metrics import Metrics
 from worker.runtime.relay import EscalationRelay
+from worker.runtime.retention import Retention
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.runner import Runner
 from worker.runtime.schema import SchemaState, schema_state
@@ -175,6 +176,7 @@ def build_runner(
             settings.escalation_topic,
             results_topic=settings.results_topic,
             retention=settings.outbox_retention,
+            results=Retention(engine, settings.results_retention),
             batch_size=settings.relay_batch_size,
         ),
         on_close=close,

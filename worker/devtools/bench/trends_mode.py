@@ -93,6 +93,13 @@ def bench_trends(database_url: str, sizes: Sequence[int], store_batches: int = 2
 
 
 def _seed(engine: Engine, have: int, want: int) -> int:
+    with engine.begin() as connection:  # a weekly partition for every week of the seeded year
+        connection.execute(
+            text(
+                "select feedback_results_ensure_week(week::date) from generate_series("
+                "now() - interval '371 days', now(), interval '1 week') as week"
+            )
+        )
     while have < want:
         upto = min(have + SEED_CHUNK, want)
         with engine.begin() as connection:
