@@ -5,7 +5,9 @@ statement trigger on `feedback_results` adds every insert to it, in the insertin
 store's, or any other writer's): only rows really inserted are in the trigger's transition table,
 so a replay counts once, and a late event lands in its own hour. Rows are added in key order, so
 two workers adding to the same hours lock them in the same order and never deadlock. A second
-trigger takes newly acknowledged escalations off `open_escalations`. Deleting results leaves the
+trigger takes newly acknowledged escalations off `open_escalations` and adds them to
+`acknowledgement_rollup` (per UTC hour of the acknowledgement and product: how many, the sum of
+their delays, how many within an hour, the slowest). Deleting results leaves the
 rollups alone: they outlive the raw rows. The trend views now read the rollups instead of
 scanning the results. Existing results are rolled up here.
 
@@ -65,6 +67,22 @@ VIEWS = [
 ]
 
 
+# How fast humans acknowledge escalations, per UTC hour of the acknowledgement and product.
+ADD_ACKNOWLEDGED = """
+        insert into acknowledgement_rollup as a
+        select date_trunc('hour', acknowledged_at, 'UTC'), product, count(*),
+               sum(extract(epoch from acknowledged_at - processed_at)),
+               count(*) filter (where acknowledged_at - processed_at <= interval '1 hour'),
+               max(extract(epoch from acknowledged_at - processed_at))
+        from ({acked}) as acked
+        group by 1, 2
+        order by 1, 2
+        on conflict on constraint acknowledgement_rollup_key do update set
+            handled = a.handled + excluded.handled,
+            seconds_sum = a.seconds_sum + excluded.seconds_sum,
+            within_1h = a.within_1h + excluded.within_1h,
+            slowest_s = greatest(a.slowest_s, excluded.slowest_s)
+"""
 ADD_INSERTED = f"""
     create function sentiment_rollup_add() returns trigger language plpgsql as $$
     begin
@@ -81,23 +99,27 @@ ADD_INSERTED = f"""
             open_escalations = r.open_escalations + excluded.open_escalations,
             scores_under_060 = r.scores_under_060 + excluded.scores_under_060,
             score_sum = r.score_sum + excluded.score_sum;
+        {ADD_ACKNOWLEDGED.format(acked="select * from inserted_rows where escalated and acknowledged_at is not null")};
         return null;
     end $$
 """
-CLOSE_ACKNOWLEDGED = """
+NEWLY_ACKNOWLEDGED = (
+    "select after.* from new_rows as after join old_rows as before using (id) "
+    "where after.escalated and before.acknowledged_at is null and after.acknowledged_at is not null"
+)
+CLOSE_ACKNOWLEDGED = f"""
     create function sentiment_rollup_acknowledge() returns trigger language plpgsql as $$
     begin
         update sentiment_rollup as r set open_escalations = r.open_escalations - closed.n
         from (
-            select date_trunc('hour', after.event_time, 'UTC') as hour, after.source, after.product, after.model,
-                   count(*) as n
-            from new_rows as after join old_rows as before using (id)
-            where after.escalated and before.acknowledged_at is null and after.acknowledged_at is not null
+            select date_trunc('hour', event_time, 'UTC') as hour, source, product, model, count(*) as n
+            from ({NEWLY_ACKNOWLEDGED}) as acked
             group by 1, 2, 3, 4
             order by 1, 2, 3, 4
         ) as closed
         where r.hour = closed.hour and r.source is not distinct from closed.source
           and r.product is not distinct from closed.product and r.model = closed.model;
+        {ADD_ACKNOWLEDGED.format(acked=NEWLY_ACKNOWLEDGED)};
         return null;
     end $$
 """
@@ -121,6 +143,22 @@ def upgrade() -> None:
             constraint sentiment_rollup_key unique nulls not distinct (hour, source, product, model)
         )
         """
+    )
+    op.execute(
+        """
+        create table acknowledgement_rollup (
+            hour timestamptz not null,
+            product text,
+            handled bigint not null,
+            seconds_sum double precision not null,
+            within_1h bigint not null,
+            slowest_s double precision not null,
+            constraint acknowledgement_rollup_key unique nulls not distinct (hour, product)
+        )
+        """
+    )
+    op.execute(
+        ADD_ACKNOWLEDGED.format(acked="select * from feedback_results where escalated and acknowledged_at is not null")
     )
     op.execute(
         f"""
@@ -151,7 +189,10 @@ def upgrade() -> None:
             )
         )
     # The backlog by age reads only the hours that still have open escalations.
-    op.execute("create index sentiment_rollup_open_idx on sentiment_rollup (hour) where open_escalations > 0")
+    op.execute(
+        "create index sentiment_rollup_open_idx on sentiment_rollup (hour) include (product, open_escalations) "
+        "where open_escalations > 0"
+    )
     # time-to-acknowledge reads acknowledgements by time; there are few (humans make them).
     op.execute(
         "create index feedback_results_acknowledged_idx on feedback_results (acknowledged_at) "
@@ -179,3 +220,4 @@ def downgrade() -> None:
             )
         )
     op.execute("drop table sentiment_rollup")
+    op.execute("drop table acknowledgement_rollup")

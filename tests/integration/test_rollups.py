@@ -88,6 +88,17 @@ def test_rollups_equal_the_raw_group_by_through_replays_late_events_acks_and_two
     escalated = [r[0] for r in rows(database_url, "select event_id from feedback_results where escalated")]
     acknowledge(engine, escalated[: len(escalated) // 2], "rita")
     acknowledge(engine, escalated[:10], "sam", label="negative")  # again, with a verdict: no double count
+    acks_raw = rows(
+        database_url,
+        """
+        select date_trunc('hour', acknowledged_at, 'UTC'), product, count(*),
+               round(sum(extract(epoch from acknowledged_at - processed_at)), 3),
+               count(*) filter (where acknowledged_at - processed_at <= interval '1 hour')
+        from feedback_results where escalated and acknowledged_at is not null group by 1, 2 order by 1, 2""",
+    )
+    acks_rollup = rows(database_url, "select hour, product, handled, round(seconds_sum::numeric, 3), within_1h "
+                                     "from acknowledgement_rollup order by 1, 2")  # fmt: skip
+    assert acks_rollup == acks_raw and sum(r[2] for r in acks_raw) == len(escalated) // 2
     raw = rows(database_url, RAW_GROUP_BY)
     assert rows(database_url, "select count(*) from feedback_results") == [(800,)]
     assert rows(database_url, ROLLUP) == raw

@@ -148,5 +148,5 @@ def test_readme_queries(seeded: str) -> None:
     ]
 
     handled = rows(seeded, queries["time-to-acknowledge"])
-    assert [(p, n) for p, n, _, _ in handled] == [("app", 3)]
+    assert [(p, n, float(w)) for p, n, _, _, w in handled] == [("app", 3, 1.0)]
     assert timedelta(0) < handled[0][2] < timedelta(minutes=5)

@@ -89,3 +89,14 @@ sentiment_rollup = Table(  # kept by the store (worker.runtime.rollups); the tre
     Column("scores_under_060", BigInteger, nullable=False),
     Column("score_sum", Float, nullable=False),
 )
+
+acknowledgement_rollup = Table(  # per UTC hour of acknowledgement and product; kept by a trigger (migration 0004)
+    "acknowledgement_rollup",
+    metadata,
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("product", Text),
+    Column("handled", BigInteger, nullable=False),
+    Column("seconds_sum", Float, nullable=False),
+    Column("within_1h", BigInteger, nullable=False),
+    Column("slowest_s", Float, nullable=False),
+)
