@@ -148,6 +148,16 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
         time.sleep(0.3)
 
 
+def rows(database_url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    """Every row a query returns, as plain tuples."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(r) for r in connection.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
 def scalar(database_url: str, sql: str) -> int:
     engine = create_engine(database_url)
     try:

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.checkpoints import CORPUS
 from tests.integration.test_store import result
-from tests.services import WorkerProcess, produce, wait_until
+from tests.services import WorkerProcess, produce, rows, wait_until
 from worker.cli import main
 from worker.devtools.local_services import LocalBroker, read_topic
 from worker.ops import migrate
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.integration
 
 RESULTS = "feedback.results"
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-
-
-def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        found = [tuple(r) for r in connection.execute(text(sql), params)]
-    engine.dispose()
-    return found
 
 
 def with_customer(item, customer: str):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.services import rows
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.ops.acks import acknowledge
 from worker.runtime.store import ResultStore
@@ -50,14 +51,6 @@ def item(rng: random.Random, n: int, *, late: bool = False) -> ClassifiedItem:
         created_at=None if rng.random() < 0.1 else NOW - timedelta(hours=hours_ago, minutes=rng.randint(0, 59)),
     )
     return ClassifiedItem(feedback, prediction, TriagePolicy(0.6).decide(prediction), rng.choice(["m-a", "m-b"]), 1, 1)
-
-
-def rows(url: str, sql: str) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        found = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return found
 
 
 def test_rollups_equal_the_raw_group_by_through_replays_late_events_acks_and_two_writers(database_url: str) -> None:

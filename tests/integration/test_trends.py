@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.services import rows
 from worker.cli import main
 
 pytestmark = pytest.mark.integration
@@ -57,14 +58,6 @@ def seeded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
                 n += 1
     engine.dispose()
     return database_url
-
-
-def rows(database_url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        result = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return result
 
 
 def test_rollup_views_and_backlog(seeded: str) -> None:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from tests.checkpoints import CORPUS
 from tests.integration.test_store import result
 from tests.integration.test_trends import QUERY, README
-from tests.services import WorkerProcess, produce, wait_until
+from tests.services import WorkerProcess, produce, rows, wait_until
 from worker.cli import main
 from worker.devtools.local_services import LocalBroker
 from worker.model.calibration import Calibration, load
@@ -27,14 +27,6 @@ from worker.settings import Settings
 pytestmark = pytest.mark.integration
 
 VERDICT_COLUMNS = {"calibration", "reviewed_label", "reviewed_by", "reviewed_at"}
-
-
-def rows(url: str, sql: str) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        found = [tuple(r) for r in connection.execute(text(sql))]
-    engine.dispose()
-    return found
 
 
 @pytest.fixture

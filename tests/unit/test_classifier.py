@@ -151,19 +151,8 @@ def test_a_missing_model_directory_is_named(tmp_path: Path) -> None:
 def test_the_direct_tokenizer_path_gives_the_ids_of_transformers_call(checkpoint_pos_neg: Path) -> None:
     from transformers import AutoTokenizer
 
-    from worker.model.encoding import Encoder
-
     tokenizer = AutoTokenizer.from_pretrained(checkpoint_pos_neg)
-    encoder = Encoder(
-        tokenizer,
-        max_length=16,
-        max_batch_size=8,
-        max_batch_tokens=512,
-        min_fill=0,
-        pad_multiple=None,
-        pin_memory=False,
-        truncation="head",
-    )
+    encoder = plain_encoder(tokenizer, max_length=16, truncation="head")
     assert encoder._backend is not None  # the fast path is the one under test
     texts = [*TEXTS, "", "x", " ".join(TEXTS * 4), "ünïcödé and emoji 🎉 and\ttabs\nnewlines"]
     expected = tokenizer(texts, truncation=True, max_length=16)["input_ids"]
@@ -178,21 +167,10 @@ def test_the_direct_tokenizer_path_matches_on_the_real_model(real_model: Path) -
 
     from transformers import AutoTokenizer
 
-    from worker.model.encoding import Encoder
-
     with gzip.open(real_model.parents[1] / "datasets" / "imdb" / "imdb_train.csv.gz", "rt", encoding="utf-8") as f:
         texts = [row["text"] for _, row in zip(range(300), csv.DictReader(f), strict=False)]
     tokenizer = AutoTokenizer.from_pretrained(real_model)
-    encoder = Encoder(
-        tokenizer,
-        max_length=512,
-        max_batch_size=64,
-        max_batch_tokens=2048,
-        min_fill=0,
-        pad_multiple=None,
-        pin_memory=False,
-        truncation="head",
-    )
+    encoder = plain_encoder(tokenizer, max_length=512, truncation="head")
     assert encoder.token_ids(texts) == tokenizer(texts, truncation=True, max_length=512)["input_ids"]
 
 
@@ -200,19 +178,8 @@ def test_the_direct_tokenizer_path_matches_on_the_real_model(real_model: Path) -
 def test_head_tail_keeps_the_start_and_the_end_of_long_texts(checkpoint_pos_neg: Path, fast: bool) -> None:
     from transformers import AutoTokenizer
 
-    from worker.model.encoding import Encoder
-
     tokenizer = AutoTokenizer.from_pretrained(checkpoint_pos_neg)
-    encoder = Encoder(
-        tokenizer,
-        max_length=64,
-        max_batch_size=8,
-        max_batch_tokens=512,
-        min_fill=0,
-        pad_multiple=None,
-        pin_memory=False,
-        truncation="head_tail",
-    )
+    encoder = plain_encoder(tokenizer, max_length=64, truncation="head_tail")
     if not fast:  # the path for tokenizers without a Rust backend: through transformers' call
         encoder._backend = None
     long_text = "the movie was boring " * 40 + "excellent acting and a beautiful story"
@@ -243,3 +210,19 @@ def test_calibration_divides_the_margin_and_keeps_the_labels(checkpoint_pos_neg:
             sigmoid(p.margin / 2.5)
         )
         assert abs(c.negative_prob - 0.5) <= abs(p.negative_prob - 0.5)  # T > 1 only softens
+
+
+def plain_encoder(tokenizer, *, max_length: int, truncation: str):  # type: ignore[no-untyped-def]
+    """An Encoder on the CPU with no length bucketing, so only tokenizing and truncation differ."""
+    from worker.model.encoding import Encoder
+
+    return Encoder(
+        tokenizer,
+        max_length=max_length,
+        max_batch_size=64,
+        max_batch_tokens=2048,
+        min_fill=0,
+        pad_multiple=None,
+        pin_memory=False,
+        truncation=truncation,  # type: ignore[arg-type]
+    )
