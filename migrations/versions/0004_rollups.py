@@ -193,11 +193,6 @@ def upgrade() -> None:
         "create index sentiment_rollup_open_idx on sentiment_rollup (hour) include (product, open_escalations) "
         "where open_escalations > 0"
     )
-    # time-to-acknowledge reads acknowledgements by time; there are few (humans make them).
-    op.execute(
-        "create index feedback_results_acknowledged_idx on feedback_results (acknowledged_at) "
-        "where acknowledged_at is not null"
-    )
 
 
 def downgrade() -> None:
@@ -205,7 +200,6 @@ def downgrade() -> None:
     op.execute("drop trigger feedback_results_rollup on feedback_results")
     op.execute("drop function sentiment_rollup_acknowledge()")
     op.execute("drop function sentiment_rollup_add()")
-    op.execute("drop index feedback_results_acknowledged_idx")
     for name, _, bucket, column, extra in VIEWS:
         op.execute(f"drop view {name}")
         op.execute(

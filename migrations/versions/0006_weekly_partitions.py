@@ -34,7 +34,6 @@ INDEXES = {
     "feedback_results_source_time_idx": "(source, event_time)",
     "feedback_results_open_escalations_idx": "(processed_at) where escalated and acknowledged_at is null",
     "feedback_results_reviewed_idx": "(reviewed_at) where reviewed_label is not null",
-    "feedback_results_acknowledged_idx": "(acknowledged_at) where acknowledged_at is not null",
 }
 TRIGGERS = """
     create trigger feedback_results_rollup after insert on feedback_results

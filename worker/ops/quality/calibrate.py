@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from worker.model.calibration import AUTO, OFF, Calibration, default_path, sigmoid
-from worker.ops.quality.evaluate import Scored
+from worker.ops.quality.evaluate import Scored, percent
 from worker.ops.quality.fitting import FitError, choose_threshold, fit_temperature
 from worker.ops.quality.measures import Escalation, Evaluation, measure
 
@@ -138,9 +138,10 @@ def render(fitted: Fitted, path: Path) -> str:
         f"{'accuracy':24}{b.accuracy:>10.4f}{a.accuracy:>10.4f}",
         f"{'threshold':24}{b.escalation.threshold:>10.2f}{a.escalation.threshold:>10.2f}",
         f"{'share escalated':24}{b.escalation.share_escalated:>10.1%}{a.escalation.share_escalated:>10.1%}",
-        f"{'negatives caught':24}{_pct(b.escalation.negatives_caught):>10}{_pct(a.escalation.negatives_caught):>10}",
-        f"{'escalations negative':24}{_pct(b.escalation.escalation_precision):>10}"
-        f"{_pct(a.escalation.escalation_precision):>10}",
+        f"{'negatives caught':24}{percent(b.escalation.negatives_caught):>10}"
+        f"{percent(a.escalation.negatives_caught):>10}",
+        f"{'escalations negative':24}{percent(b.escalation.escalation_precision):>10}"
+        f"{percent(a.escalation.escalation_precision):>10}",
         "",
     ]
     if fitted.calibration.threshold is not None:
@@ -150,7 +151,3 @@ def render(fitted: Fitted, path: Path) -> str:
         )
     lines.append(f"calibration written to {path}")
     return "\n".join(lines)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"

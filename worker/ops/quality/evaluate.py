@@ -55,8 +55,10 @@ def score(classifier: Predicts, examples: Sequence[Example], *, show_progress: b
     predictions: list[Prediction] = []
     failed = 0
     started = time.perf_counter()
-    bar = progress(starts, total=len(starts), unit="chunk", desc=f"classifying ({chunk} texts a chunk)")
-    for start in bar if show_progress and len(starts) > 1 else starts:
+    desc = f"classifying ({chunk} texts a chunk)"
+    for start in progress(
+        starts, total=len(starts), unit="chunk", desc=desc, enabled=show_progress and len(starts) > 1
+    ):
         part = examples[start : start + chunk]
         for example, answer in zip(part, classifier.predict([e.text for e in part]), strict=True):
             if isinstance(answer, ClassificationFailure):
@@ -96,7 +98,7 @@ def render(evaluation: Evaluation, about: dict[str, Any]) -> str:
     for row in e.sweep:
         lines.append(
             f"{row.threshold:>9.2f}{row.escalated:>12,}{row.share_escalated:>8.1%}"
-            f"{_pct(row.negatives_caught):>18}{_pct(row.escalation_precision):>16}"
+            f"{percent(row.negatives_caught):>18}{percent(row.escalation_precision):>16}"
         )
     return "\n".join(lines)
 
@@ -104,12 +106,13 @@ def render(evaluation: Evaluation, about: dict[str, Any]) -> str:
 def _escalation_line(row: Escalation) -> str:
     return (
         f"{row.threshold:.2f}: {row.share_escalated:.1%} of items escalated, "
-        f"{_pct(row.negatives_caught)} of true negatives caught, "
-        f"{_pct(row.escalation_precision)} of escalations truly negative"
+        f"{percent(row.negatives_caught)} of true negatives caught, "
+        f"{percent(row.escalation_precision)} of escalations truly negative"
     )
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as 12.3%, or - where there was nothing to divide by."""
     return "-" if value is None else f"{value:.1%}"
 
 
