@@ -70,9 +70,11 @@ def test_trends_mode(
 ) -> None:
     monkeypatch.setenv("TRIAGE_DATABASE_URL", database_url)
     out = tmp_path / "trends.json"
-    assert main(["bench", "--mode", "trends", "--rows", "2000,6000", "--use-database", "--json", str(out)]) == 0
+    argv = ["bench", "--mode", "trends", "--rows", "2000,6000", "--use-database", "--json", str(out)]
+    assert main([*argv, "--pending-events", "640", "--store-batches", "300"]) == 0
     result = json.loads(out.read_text())
     assert [step["rows"] for step in result["steps"]] == [2000, 6000]
+    assert all(step["pending_rollup_rows"] > 0 for step in result["steps"])  # the queries also read pending
     timed = set(result["steps"][0]["ms"])
     assert {"top-products-this-week", "time-to-acknowledge", "report-7d-by-product"} <= timed and len(timed) == 6
     assert result["store_events_per_s_rollups_on"] > 0 and result["store_ratio_on_to_off"] > 0

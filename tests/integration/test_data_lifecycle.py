@@ -72,7 +72,7 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_counts(
     items = [with_customer(result(f"a-{i}", "negative" if i % 2 else "positive", 0.9), "alice") for i in range(6)]
     items += [with_customer(result(f"b-{i}", "negative", 0.9), "bob") for i in range(3)]
     ResultStore(engine, publish_results=True).write(items)
-    counts = rows(database_url, "select sum(total), sum(negatives) from sentiment_rollup")
+    counts = rows(database_url, "select sum(total), sum(negatives) from sentiment_rollup_live")
     assert main(["forget", "--customer-id", "alice"]) == 0
     assert "forgot customer alice: text, customer_id and metadata cleared in 6 results" in capsys.readouterr().out
     everywhere = """
@@ -85,7 +85,7 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_counts(
         database_url, "select count(*) from feedback_results where customer_id = 'bob' and text is not null"
     ) == [(3,)]
     assert rows(database_url, "select count(*) from escalation_outbox where payload->>'text' like '%bob%'") == [(6,)]
-    assert rows(database_url, "select sum(total), sum(negatives) from sentiment_rollup") == counts
+    assert rows(database_url, "select sum(total), sum(negatives) from sentiment_rollup_live") == counts
     assert rows(database_url, "select count(*) from feedback_results where event_id like 'a-%'") == [(6,)]
     assert main(["forget", "--event-id", "b-0", "--event-id", "b-1"]) == 0
     assert "cleared in 2 results, text and customer_id in 4 outbox payloads" in capsys.readouterr().out
@@ -151,7 +151,7 @@ def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_
     assert weeks[0][0] in dropped.partitions and weeks[1][0] not in dropped.partitions and dropped.ids == 5
     assert rows(database_url, "select count(*) from feedback_results") == [(5,)]
     assert rows(database_url, "select count(*) from result_ids") == [(5,)]
-    assert rows(database_url, "select sum(total) from sentiment_rollup") == [(10,)]  # the counts outlive the rows
+    assert rows(database_url, "select sum(total) from sentiment_rollup_live") == [(10,)]  # the counts outlive the rows
     assert Retention(engine, keep=None).drop_expired(now=now) == type(dropped)([], 0)
     assert store.write(old, now=now).inserted == 5  # older than the retention: stored again, as documented
     engine.dispose()
@@ -162,7 +162,7 @@ def test_migration_0006_goes_down_and_up_with_data(database_url: str) -> None:
     ResultStore(engine, publish_results=True).write([result(f"p-{i}", "negative", 0.9) for i in range(4)])
     assert main_ack(database_url, "p-0") == 0
     before = rows(database_url, "select event_id, acknowledged_by, text from feedback_results order by 1")
-    counts = rows(database_url, "select sum(total), sum(open_escalations) from sentiment_rollup")
+    counts = rows(database_url, "select sum(total), sum(open_escalations) from sentiment_rollup_live")
     migrate.downgrade(database_url, "0005_outbox_kinds_and_retention")
     assert "result_ids" not in inspect(engine).get_table_names()
     assert rows(database_url, "select event_id, acknowledged_by, text from feedback_results order by 1") == before
@@ -173,7 +173,7 @@ def test_migration_0006_goes_down_and_up_with_data(database_url: str) -> None:
     assert rows(database_url, "select event_id, acknowledged_by, text from feedback_results order by 1") == before
     assert rows(database_url, "select count(*) from result_ids") == [(4,)]
     assert (
-        rows(database_url, "select sum(total), sum(open_escalations) from sentiment_rollup") == counts
+        rows(database_url, "select sum(total), sum(open_escalations) from sentiment_rollup_live") == counts
     )  # not recounted
     assert rows(database_url, "select count(*) from escalation_backlog") == [(3,)]
     assert ResultStore(engine).write([result("p-9", "negative", 0.9)]).inserted == 1  # ids go on from the old ones

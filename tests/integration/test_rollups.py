@@ -1,10 +1,12 @@
 """The hourly rollups equal a GROUP BY over the raw results, whatever the order of writes: random
-batches, replays, late events, acknowledgements, two writers at once, and raw rows deleted."""
+batches, replays, late events, acknowledgements, two writers at once, folds while they write, and
+raw rows deleted. Both before a fold (the live view sums pending and folded counts) and after."""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,7 +14,9 @@ from sqlalchemy import create_engine, text
 
 from tests.services import rows
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
+from worker.ops import migrate
 from worker.ops.acks import acknowledge
+from worker.runtime import rollups
 from worker.runtime.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 
@@ -30,7 +34,13 @@ RAW_GROUP_BY = """
            round(sum(score)::numeric, 6) as score_sum
     from feedback_results group by 1, 2, 3, 4 order by 1, 2, 3, 4
 """
-ROLLUP = """
+LIVE = """
+    select hour, source, product, model, sum(total), sum(negatives), sum(escalations),
+           sum(low_confidence_escalations), sum(open_escalations), sum(scores_under_060),
+           round(sum(score_sum)::numeric, 6)
+    from sentiment_rollup_live group by 1, 2, 3, 4 having sum(total) > 0 order by 1, 2, 3, 4
+"""
+FOLDED = """
     select hour, source, product, model, total, negatives, escalations, low_confidence_escalations,
            open_escalations, scores_under_060, round(score_sum::numeric, 6)
     from sentiment_rollup where total > 0 order by 1, 2, 3, 4
@@ -94,10 +104,81 @@ def test_rollups_equal_the_raw_group_by_through_replays_late_events_acks_and_two
     assert acks_rollup == acks_raw and sum(r[2] for r in acks_raw) == len(escalated) // 2
     raw = rows(database_url, RAW_GROUP_BY)
     assert rows(database_url, "select count(*) from feedback_results") == [(800,)]
-    assert rows(database_url, ROLLUP) == raw
+    assert rows(database_url, LIVE) == raw  # before any fold: all of it pending
+    assert rows(database_url, FOLDED) == []
     assert sum(r[4] for r in raw) == 800 and len({r[0] for r in raw}) > 60  # many hours, late ones included
+    assert (rollups.fold(engine) or 0) > 0
+    assert rows(database_url, FOLDED) == rows(database_url, LIVE) == raw  # one folded row per key
+    assert rows(database_url, "select count(*) from sentiment_rollup_pending") == [(0,)]
 
     with engine.begin() as connection:  # retention deletes raw rows; the rollups keep counting them
         connection.execute(text("delete from feedback_results where event_time < now() - interval '10 days'"))
-    assert sum(r[4] for r in rows(database_url, ROLLUP)) == 800
+    assert sum(r[4] for r in rows(database_url, LIVE)) == 800
+    engine.dispose()
+
+
+def test_folds_while_two_workers_write_and_acknowledge_count_everything_once(database_url: str) -> None:
+    rng = random.Random(23)
+    engine = create_engine(database_url, pool_size=6)
+    batches = [[item(rng, b * 50 + i) for i in range(50)] for b in range(24)]
+    writing = threading.Event()
+    writing.set()
+    errors: list[BaseException] = []
+    folded: list[int | None] = []
+
+    def write(part: list[list[ClassifiedItem]]) -> None:
+        try:
+            store = ResultStore(engine)
+            for batch in part:
+                store.write(batch)
+                ids = [r.item.event_id for r in batch if r.decision.escalate][:3]
+                acknowledge(engine, ids, "rita")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def fold_until_done() -> None:
+        try:
+            while writing.is_set():
+                folded.append(rollups.fold(engine))
+                time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=write, args=(batches[n::2] + batches[:12],)) for n in range(2)]
+    folders = [threading.Thread(target=fold_until_done) for _ in range(2)]  # two at once: one skips
+    for thread in workers + folders:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    writing.clear()
+    for thread in folders:
+        thread.join()
+    assert not errors, errors
+    assert sum(1 for n in folded if n) > 3, folded  # folds really ran between the writes
+    raw = rows(database_url, RAW_GROUP_BY)
+    assert sum(r[4] for r in raw) == 1200
+    assert rows(database_url, LIVE) == raw
+    rollups.fold(engine)
+    assert rows(database_url, FOLDED) == raw
+    engine.dispose()
+
+
+def test_migration_0007_folds_on_the_way_down_and_counts_on_after_the_way_up(database_url: str) -> None:
+    rng = random.Random(5)
+    engine = create_engine(database_url)
+    store = ResultStore(engine)
+    store.write([item(rng, n) for n in range(100)])
+    escalated = [r[0] for r in rows(database_url, "select event_id from feedback_results where escalated")]
+    acknowledge(engine, escalated[:5], "rita")
+    raw = rows(database_url, RAW_GROUP_BY)
+    migrate.downgrade(database_url, "0006_weekly_partitions")
+    assert rows(database_url, FOLDED) == raw  # the pending counts were folded in
+    store.write([item(rng, n) for n in range(100, 150)])  # 0006's trigger upserts the rollup itself
+    acknowledge(engine, escalated[5:8], "rita")
+    assert rows(database_url, FOLDED) == rows(database_url, RAW_GROUP_BY)
+    migrate.upgrade(database_url)
+    store.write([item(rng, n) for n in range(150, 200)])
+    assert rows(database_url, "select count(*) > 0 from sentiment_rollup_pending") == [(True,)]
+    assert rows(database_url, LIVE) == rows(database_url, RAW_GROUP_BY)
+    assert sum(r[4] for r in rows(database_url, LIVE)) == 200
     engine.dispose()

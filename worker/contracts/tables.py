@@ -74,7 +74,7 @@ escalation_outbox = Table(
     Column("last_error", Text),
 )
 
-sentiment_rollup = Table(  # kept by the store (worker.runtime.rollups); the trend views read it
+sentiment_rollup = Table(  # the store's counts, folded in by worker.runtime.rollups; read via sentiment_rollup_live
     "sentiment_rollup",
     metadata,
     Column("hour", DateTime(timezone=True), nullable=False),

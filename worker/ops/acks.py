@@ -6,7 +6,7 @@ Acknowledging sets `acknowledged_at`/`acknowledged_by`; acknowledging twice keep
 verdict sets `reviewed_label`/`reviewed_by`/`reviewed_at` (and acknowledges, if not yet done); a
 later verdict replaces an earlier one, and the change is reported. Unknown ids and results that
 were never escalated are reported and left unchanged. A trigger takes a new acknowledgement off
-the open escalations counted in the hourly rollups (migration 0004).
+the open escalations counted in the hourly rollups (migrations 0004 and 0007).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
     results = feedback_results.c
     outcome = AckOutcome()
     now = datetime.now(timezone.utc)
+    verdict = {"reviewed_label": label, "reviewed_by": by, "reviewed_at": now} if label is not None else {}
+    newly: list[str] = []  # acknowledged now
+    again: list[str] = []  # acknowledged before: only a verdict changes
     with engine.begin() as connection:
         found = {
             row.event_id: row
@@ -52,22 +55,24 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
             if not row.escalated:
                 outcome.refused.append((event_id, "not escalated, nothing to acknowledge"))
                 continue
-            changes: dict[str, object] = {}
-            said = []
-            if row.acknowledged_at is None:
-                changes.update(acknowledged_at=now, acknowledged_by=by)
-                said.append("acknowledged")
-            else:
-                said.append("already acknowledged")
+            (newly if row.acknowledged_at is None else again).append(event_id)
+            said = ["acknowledged" if row.acknowledged_at is None else "already acknowledged"]
             if label is not None:
-                changes.update(reviewed_label=label, reviewed_by=by, reviewed_at=now)
                 if row.reviewed_label is None:
                     said.append(f"verdict {label}")
                 elif row.reviewed_label != label:
                     said.append(f"verdict changed from {row.reviewed_label} to {label}")
                 else:
                     said.append(f"verdict {label} confirmed")
-            if changes:
-                connection.execute(update(feedback_results).where(results.event_id == event_id).values(**changes))
             outcome.done.append((event_id, ", ".join(said)))
+        # One statement for all new acknowledgements: the trigger then locks the rollup rows it
+        # adds to once, in key order, so two people acknowledging at once never deadlock.
+        if newly:
+            connection.execute(
+                update(feedback_results)
+                .where(results.event_id.in_(newly))
+                .values(acknowledged_at=now, acknowledged_by=by, **verdict)
+            )
+        if again and verdict:
+            connection.execute(update(feedback_results).where(results.event_id.in_(again)).values(**verdict))
     return outcome

@@ -3,8 +3,8 @@
 "Is sentiment getting worse, and where?": share negative per product, source or day over a
 window (`--since 7d`), as a terminal table, CSV or JSON, and with `--plot` a PNG chart of share
 negative per day for each group (lines) over the daily volume (bars). Read-only; it reads the
-hourly rollups (`sentiment_rollup`, kept by the store), so its cost follows the number of hours
-and groups in the window, not the number of results. The window is whole UTC hours: the hour
+hourly rollups (`sentiment_rollup_live`: the folded counts and those still pending), so its cost
+follows the number of hours and groups in the window, not the number of results. The window is whole UTC hours: the hour
 now running and every full hour after `now - since`.
 """
 
@@ -64,7 +64,7 @@ def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | N
         select coalesce({key}, :unknown) as grp, sum(total) as total, sum(negatives) as negatives,
                round(sum(negatives)::numeric / sum(total), 4) as share_negative,
                sum(escalations) as escalations, sum(open_escalations) as open_escalations
-        from sentiment_rollup
+        from sentiment_rollup_live
         where hour >= :start
         group by 1
         order by {order}
@@ -97,7 +97,7 @@ def daily_points(engine: Engine, since: timedelta, by: Grouping, now: datetime |
     sql = f"""
         select (hour at time zone 'UTC')::date as day, coalesce({key}, :unknown) as grp,
                sum(total) as total, sum(negatives) as negatives
-        from sentiment_rollup where hour >= :start group by 1, 2 order by 1, 2
+        from sentiment_rollup_live where hour >= :start group by 1, 2 order by 1, 2
     """
     with engine.connect() as connection:
         result = connection.execute(text(sql), {"start": window_start(since, now), "unknown": UNKNOWN})

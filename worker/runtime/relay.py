@@ -8,7 +8,8 @@ Delivery is at least once: consumers de-duplicate on the message key (the event_
 pending; at a clean stop it publishes what is left, an abandoned worker leaves that to the next.
 Every PRUNE_INTERVAL_S (and once at start) it also does the housekeeping: it deletes rows
 published longer ago than TRIAGE_OUTBOX_RETENTION, a bounded number at a time (a row not yet
-published is never deleted), and keeps the results' weekly partitions (see retention).
+published is never deleted), and keeps the results' weekly partitions (see retention). Every
+FOLD_INTERVAL_S it folds the store's pending rollup counts into the hourly rollups (see rollups).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from worker.logs import get_logger
 from worker.runtime.delivery import await_delivery
 from worker.runtime.failpoints import failpoint
 from worker.runtime.retention import Retention
+from worker.runtime.rollups import FOLD_INTERVAL_S, fold
 
 log = get_logger("worker.relay")
 
@@ -146,9 +148,12 @@ class RelayLoop:
 
     def _loop(self) -> None:
         self.prune()  # at start too: the partitions for this week and the next
-        pruned_at = time.monotonic()
+        pruned_at = folded_at = time.monotonic()
         while not self._stop.wait(self.interval_s):
             self.publish_all()
+            if time.monotonic() - folded_at >= FOLD_INTERVAL_S:
+                folded_at = time.monotonic()
+                self.fold_rollups()
             if time.monotonic() - pruned_at >= PRUNE_INTERVAL_S:
                 pruned_at = time.monotonic()
                 self.prune()
@@ -169,6 +174,13 @@ class RelayLoop:
                     log.info("results_expired", partitions=dropped.partitions, ids_forgotten=dropped.ids)
         except Exception as exc:  # noqa: BLE001 - housekeeping; publishing must go on
             log.warning("housekeeping_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+
+    def fold_rollups(self) -> None:
+        """The pending rollup counts into the hourly rollups; errors are logged, not raised."""
+        try:
+            fold(self.relay.engine)
+        except Exception as exc:  # noqa: BLE001 - the counts stay pending, exact in the live view
+            log.warning("rollup_fold_failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def publish_all(self) -> None:
         """Publish outbox rows until none is pending or a round fails; errors are logged, not raised."""

@@ -12,9 +12,17 @@ from worker.settings import Settings
 
 
 def positive_int(text: str) -> int:
+    return _at_least(1, text)
+
+
+def non_negative_int(text: str) -> int:
+    return _at_least(0, text)
+
+
+def _at_least(least: int, text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
 
 
@@ -49,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--use-database",
         action="store_true",
         help="trends: seed TRIAGE_DATABASE_URL (an empty, migrated database) instead of an embedded PostgreSQL",
+    )
+    parser.add_argument(
+        "--pending-events",
+        type=non_negative_int,
+        default=10_000,
+        help="trends: results whose rollup counts are left pending while the queries run (default: 10000)",
+    )
+    parser.add_argument(
+        "--store-batches",
+        type=positive_int,
+        default=1200,
+        help="trends: micro-batches of 64 written with the rollups on and off, in turns of 100 (default: 1200)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
@@ -116,15 +136,16 @@ def _run_trends(args: argparse.Namespace, settings: Settings) -> int:
         sizes = []
     if not sizes or min(sizes) < 1:
         raise OperatorError(f"--rows takes positive counts separated by commas, got {args.rows!r}")
+    options = {"store_batches": args.store_batches, "pending_events": args.pending_events}
     if args.use_database:
-        result = bench_trends(settings.sqlalchemy_url(), sizes)
+        result = bench_trends(settings.sqlalchemy_url(), sizes, **options)
     else:
         from worker.devtools.local_services import LocalPostgres
         from worker.ops import migrate
 
         with LocalPostgres() as postgres:
             migrate.upgrade(postgres.url)
-            result = bench_trends(postgres.url, sizes)
+            result = bench_trends(postgres.url, sizes, **options)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
