@@ -3,10 +3,13 @@ that does the work: `run` to the runtime, `classify` to the model, `migrate`, `s
 `ack`, `export`, `forget`, `evaluate` and `calibrate` to the operator tools, `demo` and `bench` to the
 development tools.
 
-Exit status 2 means the operator must change something: invalid settings (the message names the
-TRIAGE_* variable), a model that cannot be loaded, a database schema behind the migrations, a
-missing optional package, a bad argument. `run` exits 1 when it abandoned work in hand and 3 when
-the input topic holds a batch it cannot read.
+Every verb fails the same way: it raises an `OperatorError`, which `main` prints as one line
+(`triage-worker: ...`) and turns into its exit status. Status 2 means the operator must change
+something: invalid settings or options (the message names the TRIAGE_* variable or the option), a
+model that cannot be loaded, a database schema behind the migrations, a missing optional package,
+a missing file. `run` exits 1 when it abandoned work in hand and 3 when the input topic holds a
+batch it cannot read. Verbs that need the database get it from `database(settings)`, which
+disposes of the connections when the verb ends; durations are read by the settings' own parser.
 """
 
 from __future__ import annotations
@@ -15,18 +18,24 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.contracts.errors import OperatorError
 from worker.devtools.bench.command import add_arguments as bench_arguments
 from worker.logs import configure_logging, get_logger
-from worker.settings import Settings, SettingsError, load_settings
+from worker.settings import Settings, SettingsError, load_settings, parse_duration
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = get_logger("worker.cli")
 
 UNREADABLE_BATCH_EXIT = 3  # `run` met a record batch it cannot read (CRC mismatch, unknown codec)
+FAULTS_DOC = "worker/docs/faults.md"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--topic", help="topic (default: TRIAGE_INPUT_TOPIC)")
 
     report = verbs.add_parser("report", help="trend report: share negative by product, source or day")
-    report.add_argument("--since", default="7d", help="window: 24h, 7d, 4w ... (default: 7d)")
-    report.add_argument("--by", choices=["product", "source", "day"], default="product")
+    report.add_argument("--since", type=duration, default="7d", help="window: 30m, 24h, 7d, 4w ... (default: 7d)")
+    report.add_argument(
+        "--group-by", choices=["product", "source", "day"], default="product", help="(default: product)"
+    )
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw share negative per day to a PNG")
 
@@ -68,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--event-id", action="append", dest="event_ids", metavar="EVENT_ID", help="repeatable")
 
     export = verbs.add_parser("export", help="write reviewers' verdicts as labelled JSON lines (for evaluate)")
-    export.add_argument("--reviewed", action="store_true", required=True, help="the rows with a verdict (required)")
-    export.add_argument("--since", help="only verdicts this recent: 24h, 30d, 4w ... (default: all)")
+    # What is exported: the rows with a verdict, the only kind there is. `--reviewed` says so explicitly.
+    export.add_argument("--reviewed", action="store_true", help="the rows with a reviewer's verdict (the default)")
+    export.add_argument("--since", type=duration, help="only verdicts this recent: 24h, 30d, 4w ... (default: all)")
 
     for name, text in (
         ("evaluate", "measure the model on a labelled file: accuracy, F1, calibration, escalation figures"),
@@ -102,13 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def duration(value: str) -> timedelta:
+    """An option's duration, read like the settings' (30m, 72h, 3d, 2w); argparse reports a bad one."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {name: getattr(args, name) for name in ("model", "processes") if getattr(args, name, None) is not None}
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
-        return _fail(str(exc))
+        return _fail(OperatorError(str(exc)))
     configure_logging(settings.log_level)
     handler = {
         "run": _run,
@@ -127,13 +147,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.verb]
     try:
         return handler(settings, args)
-    except (OperatorError, FileNotFoundError) as exc:  # a clear one-line reason for the operator
-        return _fail(str(exc))
+    except OperatorError as exc:  # the one error path: a clear one-line reason for the operator
+        return _fail(exc)
+    except SettingsError as exc:  # an option that overrides a setting (bench --max-batch-size 0)
+        return _fail(OperatorError(str(exc)))
 
 
-def _fail(message: str) -> int:
-    print(f"triage-worker: {message}", file=sys.stderr)
-    return 2
+def _fail(error: OperatorError) -> int:
+    print(f"triage-worker: {error}", file=sys.stderr)
+    return error.exit_status
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Engine]:
+    """The database for one verb, its connections closed when the verb ends."""
+    from worker.runtime.wiring import build_engine
+
+    engine = build_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _png(path: Path | None, option: str) -> None:
+    if path is not None and path.suffix.lower() != ".png":
+        raise OperatorError(f"{option} writes a PNG; name the file *.png, got {path}")
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,8 +196,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         runner.run()
     except UnreadableBatch as exc:
-        print(f"triage-worker: {exc}; see README, Faults and guarantees", file=sys.stderr)
-        return UNREADABLE_BATCH_EXIT
+        raise OperatorError(f"{exc}; see {FAULTS_DOC}", exit_status=UNREADABLE_BATCH_EXIT) from None
     return 1 if runner.abandoned else 0
 
 
@@ -169,7 +207,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         migrate.downgrade(settings.sqlalchemy_url(), args.revision)
     else:
         migrate.upgrade(settings.sqlalchemy_url(), args.revision)
-    log.info("migrated", revision=args.revision, downgrade=args.downgrade)
+    print(f"database {'downgraded' if args.downgrade else 'migrated'} to {args.revision}", file=sys.stderr)
     return 0
 
 
@@ -194,7 +232,7 @@ def _send(settings: Settings, args: argparse.Namespace) -> int:
     else:
         path = Path(args.file)
         if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+            raise OperatorError(f"no such file: {path}")
         with path.open("rb") as handle:
             total = sum(1 for _ in handle)
         with path.open("rb") as handle:
@@ -229,37 +267,33 @@ def _schemas(settings: Settings, args: argparse.Namespace) -> int:
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops import trends
-    from worker.runtime.wiring import build_engine
 
-    try:
-        since = trends.parse_since(args.since)
-    except ValueError as exc:
-        return _fail(str(exc))
-    if args.plot and args.plot.suffix.lower() != ".png":
-        return _fail(f"--plot writes a PNG; name the file *.png, got {args.plot}")
-    engine = build_engine(settings)
-    try:
-        print(trends.render(trends.trend_rows(engine, since, args.by), args.by, args.format))
+    _png(args.plot, "--plot")
+    with database(settings) as engine:
+        print(trends.render(trends.trend_rows(engine, args.since, args.group_by), args.group_by, args.format))
         if args.plot:
-            points = trends.daily_points(engine, since, args.by)
+            points = trends.daily_points(engine, args.since, args.group_by)
             if not points:
-                print("triage-worker: no feedback in this window, no chart drawn", file=sys.stderr)
-                return 1
-            print(f"chart written to {trends.plot(points, args.by, args.since, args.plot)}", file=sys.stderr)
-    finally:
-        engine.dispose()
+                raise OperatorError("no feedback in this window, no chart drawn", exit_status=1)
+            chart = trends.plot(points, args.group_by, _since_text(args.since), args.plot)
+            print(f"chart written to {chart}", file=sys.stderr)
     return 0
+
+
+def _since_text(since: timedelta) -> str:
+    """A window as a short label for a chart: 7d, 36h, 30m."""
+    seconds = int(since.total_seconds())
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 60}m"
 
 
 def _ack(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.acks import acknowledge
-    from worker.runtime.wiring import build_engine
 
-    engine = build_engine(settings)
-    try:
+    with database(settings) as engine:
         outcome = acknowledge(engine, args.event_ids, args.by, args.label)
-    finally:
-        engine.dispose()
     for event_id, said in outcome.done:
         print(f"{event_id}: {said}")
     for event_id, said in outcome.refused:
@@ -268,19 +302,10 @@ def _ack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.ops import trends
     from worker.ops.export import export_reviewed
-    from worker.runtime.wiring import build_engine
 
-    try:
-        since = trends.parse_since(args.since) if args.since else None
-    except ValueError as exc:
-        return _fail(str(exc))
-    engine = build_engine(settings)
-    try:
-        exported = export_reviewed(engine, sys.stdout, since)
-    finally:
-        engine.dispose()
+    with database(settings) as engine:
+        exported = export_reviewed(engine, sys.stdout, args.since)
     print(f"exported {exported.written} reviewed results", file=sys.stderr)
     if exported.without_text:
         print(f"left out {exported.without_text} reviewed results stored without text", file=sys.stderr)
@@ -289,13 +314,9 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
 
 def _forget(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.forget import forget
-    from worker.runtime.wiring import build_engine
 
-    engine = build_engine(settings)
-    try:
+    with database(settings) as engine:
         done = forget(engine, customer_id=args.customer_id, event_ids=args.event_ids or ())
-    finally:
-        engine.dispose()
     who = f"customer {args.customer_id}" if args.customer_id else f"{len(args.event_ids)} event ids"
     print(
         f"forgot {who}: text, customer_id and metadata cleared in {done.results} results, "
@@ -317,14 +338,13 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.quality.plot import plot
     from worker.runtime.wiring import build_classifier, build_policy
 
-    if args.plot and args.plot.suffix.lower() != ".png":
-        return _fail(f"--plot writes a PNG; name the file *.png, got {args.plot}")
+    _png(args.plot, "--plot")
     examples = _labelled_examples(args)
     classifier = build_classifier(settings)
     threshold = build_policy(settings, classifier).threshold
     scored = evaluate.score(classifier, examples)
     if not scored.predictions:
-        return _fail(f"the model could classify none of the {len(examples)} texts")
+        raise OperatorError(f"the model could classify none of the {len(examples)} texts")
     evaluation = measures.measure(scored.truths, scored.negative_probs, threshold)
     about = {"data": str(args.data), **classifier.describe(), "failed": scored.failed}
     about["texts_per_s"] = scored.texts_per_s

@@ -19,6 +19,19 @@ class SettingsError(ValueError):
     """Raised when the environment holds an invalid configuration."""
 
 
+DURATION = re.compile(r"(\d+)\s*([mhdw])")
+DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta:
+    """'30m', '72h', '3d' or '2w' -> a timedelta: the one reading of durations, for settings and
+    command-line options alike. Anything else (or zero) raises ValueError."""
+    match = DURATION.fullmatch(value.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"expected a duration like 30m, 72h, 3d or 2w, got {value!r}")
+    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
 class Settings(BaseSettings):
     """Every knob of the worker. Field `foo_bar` is read from `TRIAGE_FOO_BAR`."""
 
@@ -67,9 +80,9 @@ class Settings(BaseSettings):
     pipeline_depth: int = Field(3, ge=1, le=64)
     # Worker processes `triage-worker run` starts in the group (e.g. several feeding one GPU); see supervisor.
     processes: int = Field(1, ge=1, le=64)
-    torch_compile: bool = False  # torch.compile the model (dynamic shapes); see README, Performance
+    torch_compile: bool = False  # torch.compile the model (dynamic shapes); see worker/docs/performance.md
     # How a text longer than the model takes is cut: its start, or its start and its end (see model/encoding).
-    truncation: Literal["head", "head_tail"] = "head_tail"  # measured: see README, Model quality
+    truncation: Literal["head", "head_tail"] = "head_tail"  # measured: see worker/docs/model-quality.md
     # The temperature (and threshold) from `triage-worker calibrate`: "auto" (beside a local model), a path, or "off".
     calibration: str = "auto"
 
@@ -109,14 +122,12 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str):
-            text = value.strip().lower()
-            if text in ("", "off", "none"):
+            if value.strip().lower() in ("", "off", "none"):
                 return None
-            match = re.fullmatch(r"(\d+)\s*([mhdw])", text)
-            if not match or int(match.group(1)) == 0:
-                raise ValueError("expected a duration like 30m, 72h, 3d or 2w, or off")
-            unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-            return timedelta(**{unit: int(match.group(1))})
+            try:
+                return parse_duration(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc}, or off") from None
         return value
 
     @field_validator("results_topic", mode="before")
@@ -254,6 +265,15 @@ class Settings(BaseSettings):
             env[f"TRIAGE_{name.upper()}"] = str(value)
         return env
 
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with `changes` (a verb's options), validated exactly as the environment is:
+        an invalid value raises SettingsError naming the setting (model_copy would let it through)."""
+        values = {name: getattr(self, name) for name in self.model_fields_set} | changes
+        try:
+            return type(self).model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(describe(exc)) from None
+
     def safe_dump(self) -> dict[str, Any]:
         """Settings for a start-up log line; secrets stay masked (SecretStr dumps as '**********')."""
         dumped = self.model_dump(mode="json")
@@ -266,9 +286,14 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "settings"
-            name = f"TRIAGE_{field.upper()}" if error["loc"] else "settings"
-            lines.append(f"  {name}: {error['msg']}")
-        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+        raise SettingsError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """Validation errors as one line per setting, each named by its variable."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        name = f"TRIAGE_{field.upper()}" if error["loc"] else "settings"
+        lines.append(f"  {name}: {error['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)

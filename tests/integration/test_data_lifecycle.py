@@ -18,7 +18,7 @@ from tests.services import WorkerProcess, produce, rows, wait_until
 from worker.cli import main
 from worker.devtools.local_services import LocalBroker, read_topic
 from worker.ops import migrate
-from worker.runtime.relay import EscalationRelay
+from worker.runtime.housekeeping import prune_outbox
 from worker.runtime.store import ResultStore
 
 pytestmark = pytest.mark.integration
@@ -105,12 +105,11 @@ def test_outbox_retention_deletes_only_rows_published_long_ago(database_url: str
                                 "where event_id in ('o-0', 'o-1')"))  # fmt: skip
         connection.execute(text("update escalation_outbox set published_at = now() - interval '1 hour' "
                                 "where event_id = 'o-2'"))  # fmt: skip
-    relay = EscalationRelay(engine, producer=None, topic="t", retention=timedelta(days=3))  # type: ignore[arg-type]
-    assert relay.prune() == 4  # o-0 and o-1, escalation and result each
+    assert prune_outbox(engine, timedelta(days=3)) == 4  # o-0 and o-1, escalation and result each
     left = rows(database_url, "select event_id, published_at is null from escalation_outbox order by 1, kind")
     assert [e for e, _ in left] == ["o-2", "o-2", "o-3", "o-3", "o-4", "o-4", "o-5", "o-5"]
-    assert relay.prune() == 0
-    assert EscalationRelay(engine, None, "t", retention=None).prune() == 0  # type: ignore[arg-type]
+    assert prune_outbox(engine, timedelta(days=3)) == 0
+    assert prune_outbox(engine, None) == 0
     engine.dispose()
 
 
@@ -128,7 +127,7 @@ def test_migration_0005_goes_down_and_up_with_data(database_url: str) -> None:
 def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_weeks(database_url: str) -> None:
     from datetime import datetime, timezone
 
-    from worker.runtime.retention import Retention
+    from worker.runtime.partitions import ResultPartitions
 
     engine = create_engine(database_url)
     now = datetime.now(timezone.utc)
@@ -147,12 +146,12 @@ def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_
     assert [n for _, n in weeks] == [5, 5] and all(name.startswith("feedback_results_w") for name, _ in weeks)
     assert rows(database_url, "select count(*) from feedback_results_default") == [(0,)]
 
-    dropped = Retention(engine, keep=timedelta(days=14)).drop_expired(now=now)
+    dropped = ResultPartitions(engine, keep=timedelta(days=14)).drop_expired(now=now)
     assert weeks[0][0] in dropped.partitions and weeks[1][0] not in dropped.partitions and dropped.ids == 5
     assert rows(database_url, "select count(*) from feedback_results") == [(5,)]
     assert rows(database_url, "select count(*) from result_ids") == [(5,)]
     assert rows(database_url, "select sum(total) from sentiment_rollup_live") == [(10,)]  # the counts outlive the rows
-    assert Retention(engine, keep=None).drop_expired(now=now) == type(dropped)([], 0)
+    assert ResultPartitions(engine, keep=None).drop_expired(now=now) == type(dropped)([], 0)
     assert store.write(old, now=now).inserted == 5  # older than the retention: stored again, as documented
     engine.dispose()
 

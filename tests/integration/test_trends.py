@@ -1,4 +1,4 @@
-"""Trend views, `ack`, `report` (table, CSV, JSON, PNG) and the README's five queries, on seeded rows."""
+"""Trend views, `ack`, `report` (table, CSV, JSON, PNG) and worker/docs/trends.md's five queries, on seeded rows."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from worker.cli import main
 
 pytestmark = pytest.mark.integration
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+DOCS = Path(__file__).resolve().parents[2] / "worker" / "docs"
+DOCS_TEXT = "".join(doc.read_text() for doc in sorted(DOCS.glob("*.md")))  # the SQL the docs give
 QUERY = re.compile(r"```sql\n-- query: ([\w-]+)[^\n]*\n(.*?)```", re.S)
 
 # product -> (model, [(age, label, score)...]); "now" rows fall in this week, "week" rows in the last.
@@ -86,17 +87,17 @@ def test_ack_marks_escalations_handled_and_reports_bad_ids(seeded: str, capsys: 
 
 
 def test_report_formats(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", "--since", "7d", "--by", "product", "--format", "json"]) == 0
+    assert main(["report", "--since", "7d", "--group-by", "product", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(r["group"], r["total"], r["negatives"], r["share_negative"]) for r in report] == [
         ("tiny", 2, 2, 1.0),
         ("app", 10, 8, 0.8),
         ("web", 10, 1, 0.1),
     ]
-    assert main(["report", "--since", "30d", "--by", "day", "--format", "csv"]) == 0
+    assert main(["report", "--since", "30d", "--group-by", "day", "--format", "csv"]) == 0
     days = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [int(d["total"]) for d in days] == [20, 22] and days[0]["share_negative"] == "0.3500"
-    assert main(["report", "--since", "30d", "--by", "source"]) == 0
+    assert main(["report", "--since", "30d", "--group-by", "source"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["source", "total", "negatives", "share_negative", "escalations", "open_escalations"]
     assert {line.split()[0] for line in table[2:]} == {"zendesk", "app-store"}
@@ -104,20 +105,22 @@ def test_report_formats(seeded: str, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_report_plot_writes_a_png(seeded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     chart = tmp_path / "trend.png"
-    assert main(["report", "--since", "30d", "--by", "product", "--plot", str(chart)]) == 0
+    assert main(["report", "--since", "30d", "--group-by", "product", "--plot", str(chart)]) == 0
     data = chart.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
 def test_report_rejects_bad_arguments(seeded: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", "--since", "seven days"]) == 2
-    assert "--since must look like" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--since", "seven days"])
+    assert exited.value.code == 2 and "expected a duration like 30m, 72h, 3d or 2w" in capsys.readouterr().err
     assert main(["report", "--plot", "chart.jpg"]) == 2
+    assert "--plot writes a PNG" in capsys.readouterr().err
     assert main(["report", "--since", "1h", "--plot", str(tmp_path / "x.png")]) in (0, 1)
 
 
 def test_readme_queries(seeded: str) -> None:
-    queries = dict(QUERY.findall(README))
+    queries = dict(QUERY.findall(DOCS_TEXT))
     queries.pop("review-agreement")  # run in test_verdicts, on reviewed rows
     assert len(queries) == 5, sorted(queries)
     assert main(["ack", "app-0", "app-1", "app-2"]) == 0

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect
 
 from tests.checkpoints import CORPUS
 from tests.integration.test_store import result
-from tests.integration.test_trends import QUERY, README
+from tests.integration.test_trends import DOCS_TEXT, QUERY
 from tests.services import WorkerProcess, produce, rows, wait_until
 from worker.cli import main
 from worker.devtools.local_services import LocalBroker
@@ -74,7 +74,7 @@ def test_ack_label_records_verdicts_and_refuses_unknown_and_unescalated(
     ]
     assert main(["ack", "unsure-0", "--label", "negative"]) == 0
     assert rows(stored, "select agreed, model_positive_reviewer_negative from review_agreement_daily") == [(3, 1)]
-    readme_query = dict(QUERY.findall(README))["review-agreement"]
+    readme_query = dict(QUERY.findall(DOCS_TEXT))["review-agreement"]
     assert [(m, n, a) for _, m, _, n, a, _ in rows(stored, readme_query)] == [("tiny-model", 4, 3)]
 
 
@@ -96,7 +96,10 @@ def test_export_round_trips_into_evaluate(
     summary = tmp_path / "figures.json"
     assert main(["evaluate", "--data", str(labelled), "--model", str(checkpoint_pos_neg), "--json", str(summary)]) == 0
     assert json.loads(summary.read_text())["n"] == 3
-    assert main(["export", "--reviewed", "--since", "soon"]) == 2
+    assert main(["export", "--since", "30d"]) == 0  # --reviewed is what export writes, said or not
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--reviewed", "--since", "soon"])
+    assert exited.value.code == 2
 
 
 def test_migration_0003_goes_down_and_up_with_data(stored: str) -> None:

@@ -9,8 +9,8 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
+from worker.contracts.inference import Answer, Inference, InferenceStats, Model
 from worker.contracts.values import (
     ClassificationFailure,
     ClassifiedItem,
@@ -22,6 +22,7 @@ from worker.contracts.values import (
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.decode import Decoder
 from worker.runtime.metrics import Metrics
+from worker.runtime.pipeline import Chain
 from worker.runtime.retry import Backoff, Unavailable
 from worker.runtime.runner import Runner
 from worker.runtime.shutdown import Shutdown
@@ -37,7 +38,8 @@ def event(event_id: str, text: str = "fine") -> bytes:
 
 class MemorySource:
     """A consumer of one topic whose partitions hold `values`; positions restart from the committed
-    offsets after a rebalance, as a new owner's would."""
+    offsets after a rebalance, as a new owner's would. Like kafka-python's, the revoke callback runs
+    on another thread (the client's network thread there) while the main thread waits inside `poll`."""
 
     def __init__(self, partitions: dict[int, list[bytes]]) -> None:
         self.records = {
@@ -51,6 +53,7 @@ class MemorySource:
         self.polls_while_paused = 0
         self.closed = False
         self.on_revoke: Callable[[], list[RawRecord]] | None = None
+        self.revoke_thread: str | None = None  # the thread the last revoke callback ran on
         self.before_revoke: Callable[[], None] = lambda: None  # e.g. let a held store finish during the drain
         self._rebalance_requested = threading.Event()
         self.rebalanced = threading.Event()
@@ -65,9 +68,9 @@ class MemorySource:
     def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
         if self._rebalance_requested.is_set():
             self._rebalance_requested.clear()
-            assert self.on_revoke is not None
-            self.before_revoke()
-            self._commit(self.on_revoke(), "on_revoke")
+            revoke = threading.Thread(target=self._revoke, name="fake-kafka-network")
+            revoke.start()
+            revoke.join()
             self.position = {p: self.committed.get(p, 0) for p in self.records}
             self.paused = False
             self.rebalanced.set()
@@ -83,6 +86,12 @@ class MemorySource:
         if not polled and timeout_ms:
             time.sleep(0.002)
         return polled
+
+    def _revoke(self) -> None:
+        assert self.on_revoke is not None
+        self.revoke_thread = threading.current_thread().name
+        self.before_revoke()
+        self._commit(self.on_revoke(), "on_revoke")
 
     def commit(self, records: Iterable[RawRecord]) -> dict[str, int]:
         return {f"{TOPIC}:{p}": o for p, o in self._commit(records, "poll_loop").items()}
@@ -112,20 +121,9 @@ class MemorySource:
         return {p: len(r) for p, r in self.records.items() if r}
 
 
-@dataclass(frozen=True)
-class FakeStats:
-    inference_ms: float
-    padded_tokens: int
-
-
-@dataclass(frozen=True)
-class FakeInference:
-    answers: list[Prediction | ClassificationFailure]
-    stats: FakeStats
-
-
 class FakeModel:
-    """'bad' in a text means negative, 'unsure' a low score, 'boom' a text the model cannot take."""
+    """'bad' in a text means negative, 'unsure' a low score, 'boom' a text the model cannot take.
+    A `Model[list[str]]`: the same protocol the real classifier implements."""
 
     model_name = "fake-model"
     calibration_id = None
@@ -134,8 +132,8 @@ class FakeModel:
     def encode(self, texts: Sequence[str]) -> list[str]:
         return list(texts)
 
-    def classify(self, encoded: list[str]) -> FakeInference:
-        answers: list[Prediction | ClassificationFailure] = []
+    def classify(self, encoded: list[str]) -> Inference:
+        answers: list[Answer] = []
         for text in encoded:
             if "boom" in text:
                 answers.append(ClassificationFailure("out of memory on fake"))
@@ -144,7 +142,8 @@ class FakeModel:
             else:
                 score = 0.55 if "unsure" in text else 0.8
                 answers.append(Prediction("positive", score, 1 - score, "POSITIVE"))
-        return FakeInference(answers, FakeStats(1.0, sum(len(t) for t in encoded)))
+        tokens = sum(len(t) for t in encoded)
+        return Inference(answers, InferenceStats(len(encoded), 1, tokens, tokens, inference_ms=1.0))
 
 
 class MemoryStore:
@@ -202,13 +201,13 @@ def build_runner(
     revoke_drain_s: float = 2.0,
 ) -> Runner:
     shutdown = Shutdown(grace_s)
-    model = FakeModel()
-    stages = [
-        DecodeStage(Decoder(max_text_chars=1_000)),
-        TokenizeStage(model),
-        InferStage(model, TriagePolicy(0.6)),
-        StoreStage(store, dead_letters, Backoff(initial_s=0.005, max_s=0.02), shutdown.abandoned),
-    ]
+    model: Model[list[str]] = FakeModel()
+    stages = (
+        Chain.of(DecodeStage(Decoder(max_text_chars=1_000)))
+        .then(TokenizeStage(model))
+        .then(InferStage(model, TriagePolicy(0.6)))
+        .then(StoreStage(store, dead_letters, Backoff(initial_s=0.005, max_s=0.02), shutdown.abandoned))
+    )
     return Runner(
         source,
         stages,

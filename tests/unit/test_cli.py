@@ -44,3 +44,24 @@ def test_schemas_verb_writes_files(tmp_path: Path) -> None:
         "feedback-event.v1.json",
         "triage-result.v1.json",
     ]
+
+
+def test_every_operator_error_is_one_line_and_its_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "/no/such/file.jsonl"]) == 2
+    assert capsys.readouterr().err == "triage-worker: no such file: /no/such/file.jsonl\n"
+    assert main(["evaluate", "--data", "/no/such/file.jsonl"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_option_overrides_are_validated_like_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench --max-batch-size 0 once slipped through model_copy, which skips validation."""
+    assert main(["bench", "--mode", "model", "--max-batch-size", "0", "--events", "1"]) == 2
+    assert "TRIAGE_MAX_BATCH_SIZE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["30m", "72h", "3d", "2w"])
+def test_options_read_durations_like_settings(option: str) -> None:
+    from worker.cli import duration
+    from worker.settings import Settings
+
+    assert duration(option) == Settings(outbox_retention=option).outbox_retention

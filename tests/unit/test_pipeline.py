@@ -9,7 +9,7 @@ import time
 import pytest
 
 from worker.runtime.batches import StageName
-from worker.runtime.pipeline import Pipeline
+from worker.runtime.pipeline import Chain, Pipeline
 
 
 class Step:
@@ -33,7 +33,7 @@ def drain(pipeline: Pipeline[list[int]], count: int) -> list[list[int]]:
 
 
 def test_batches_leave_in_the_order_they_came_through_every_stage() -> None:
-    pipeline: Pipeline[list[int]] = Pipeline([Step(StageName.DECODE), Step(StageName.INFER)], depth=3)
+    pipeline: Pipeline[list[int]] = Pipeline(Chain.of(Step(StageName.DECODE)).then(Step(StageName.INFER)), depth=3)
     out: list[list[int]] = []
     for n in range(50):
         while pipeline.full():
@@ -46,7 +46,7 @@ def test_batches_leave_in_the_order_they_came_through_every_stage() -> None:
 
 def test_depth_bounds_the_batches_in_flight() -> None:
     gate = threading.Event()
-    pipeline: Pipeline[list[int]] = Pipeline([Step(StageName.STORE, gate=gate)], depth=2)
+    pipeline: Pipeline[list[int]] = Pipeline(Chain.of(Step(StageName.STORE, gate=gate)), depth=2)
     pipeline.submit([1])
     pipeline.submit([2])
     assert pipeline.full() and pipeline.finished(0.01) == []
@@ -56,7 +56,9 @@ def test_depth_bounds_the_batches_in_flight() -> None:
 
 
 def test_a_failing_stage_hands_out_earlier_batches_then_raises_on_every_call() -> None:
-    pipeline: Pipeline[list[int]] = Pipeline([Step(StageName.DECODE), Step(StageName.STORE, fail_on=3)], depth=8)
+    pipeline: Pipeline[list[int]] = Pipeline(
+        Chain.of(Step(StageName.DECODE)).then(Step(StageName.STORE, fail_on=3)), depth=8
+    )
     for n in range(6):
         pipeline.submit([n])
     assert drain(pipeline, 3) == [[0, 1, 2], [1, 1, 2], [2, 1, 2]]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.contracts.errors import OperatorError
 from worker.model.calibration import Calibration, CalibrationError, load, resolve, sigmoid
 from worker.ops.quality.calibrate import split
 from worker.ops.quality.fitting import FitError, choose_threshold, fit_temperature, negative_log_likelihood
@@ -65,7 +66,7 @@ def test_bad_files_name_the_file_and_line(tmp_path: Path, name: str, content: st
 
 
 def test_missing_file() -> None:
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(OperatorError, match="no such file"):
         read_examples(Path("/nonexistent/labels.jsonl"))
 
 

@@ -98,6 +98,7 @@ def test_evaluate_figures_agree_with_the_answers(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    pytest.importorskip("matplotlib")  # --plot needs the tools extra
     model, data = miscalibrated
     monkeypatch.setenv("TRIAGE_CALIBRATION", "off")
     out_json, out_png = tmp_path / "e.json", tmp_path / "e.png"

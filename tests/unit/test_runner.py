@@ -98,6 +98,7 @@ def test_a_revoke_with_quick_stages_hands_back_every_finished_batch() -> None:
     assert isinstance(outcome[0], Totals) and len(store.rows) == 40 and source.committed == {0: 40}
     revoked = [offsets for how, offsets in source.commits if how == "on_revoke"]
     assert revoked and revoked[0][0] % 4 == 0  # whole batches only
+    assert source.revoke_thread == "fake-kafka-network"  # off the polling thread, as kafka-python runs it
 
 
 def test_shutdown_finishes_the_batches_in_hand_and_commits_them() -> None:

@@ -27,4 +27,9 @@ class ErrorClass(str, Enum):
 
 class OperatorError(Exception):
     """A failure whose message tells the operator what to do (a model that cannot be loaded, a
-    missing optional package). The CLI prints it as one line and exits with status 2."""
+    missing optional package, a bad option). The CLI prints it as one line, `triage-worker: ...`,
+    and exits with `exit_status`: 2 (change something) unless the error says otherwise."""
+
+    def __init__(self, message: str, exit_status: int = 2) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status

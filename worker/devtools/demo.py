@@ -50,7 +50,7 @@ def run_demo(base: Settings) -> int:
         totals = runner.run(until=lambda t: t.stored + t.dead_lettered >= sent)  # replays count once
         print(
             f"worker: consumed={totals.consumed} stored={totals.stored} escalated={totals.escalated} "
-            f"dead_lettered={totals.dead_lettered} relayed={totals.relayed}"
+            f"dead_lettered={totals.dead_lettered} escalations_published={totals.published.get('escalation', 0)}"
         )
 
         engine = build_engine(settings)

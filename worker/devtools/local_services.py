@@ -174,14 +174,12 @@ def local_stack(
 
     with LocalPostgres() as postgres, LocalBroker() as broker:
         broker.create_topics({base.input_topic: partitions, base.escalation_topic: 1, base.dead_letter_topic: 1})
-        settings = base.model_copy(
-            update={
-                "kafka_bootstrap_servers": broker.bootstrap_servers,
-                "database_url": type(base.database_url)(postgres.url),
-                "kafka_max_poll_interval_ms": max_poll_interval_ms,
-                "kafka_session_timeout_ms": min(max_poll_interval_ms, 10_000),
-                "metrics_port": 0,  # a free port each, so several local workers never collide
-            }
+        settings = base.with_overrides(
+            kafka_bootstrap_servers=broker.bootstrap_servers,
+            database_url=postgres.url,
+            kafka_max_poll_interval_ms=max_poll_interval_ms,
+            kafka_session_timeout_ms=min(max_poll_interval_ms, 10_000),
+            metrics_port=0,  # a free port each, so several local workers never collide
         )
         migrate.upgrade(settings.sqlalchemy_url())
         yield settings, broker

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from worker.contracts.inference import Answer, Inference, InferenceStats
 from worker.contracts.values import ClassificationFailure, Prediction
 from worker.model.calibration import Calibration, sigmoid
 from worker.model.encoding import (
@@ -31,28 +31,11 @@ from worker.model.encoding import (
 from worker.model.labels import normalise_labels
 from worker.model.loading import ModelLoadError, load, resolve_device
 
-Answer = Prediction | ClassificationFailure
-
-
-@dataclass(frozen=True)
-class InferenceStats:
-    """What one `classify` call did, for the batch report and the benchmarks."""
-
-    texts: int
-    forward_passes: int
-    padded_tokens: int
-    real_tokens: int
-    inference_ms: float
-
-
-@dataclass(frozen=True)
-class Inference:
-    answers: list[Answer]  # in the order of the texts given to `encode`
-    stats: InferenceStats
-
 
 class SentimentClassifier:
-    """A Hugging Face sequence-classification model with positive/negative labels."""
+    """A Hugging Face sequence-classification model with positive/negative labels.
+
+    Implements `worker.contracts.inference.Model[Encoded]`, the protocol the stages use."""
 
     def __init__(
         self,
@@ -140,10 +123,11 @@ class SentimentClassifier:
                 padded += len(part) * max(encoded.lengths[i] for i in part)
                 launched.append((part, outcome))
         for indexes, outcome in launched:
-            results = self._predictions(outcome) if isinstance(outcome, torch.Tensor) else outcome
+            results: Sequence[Answer] = self._predictions(outcome) if isinstance(outcome, torch.Tensor) else outcome
             for index, answer in zip(indexes, results, strict=True):
                 answers[index] = answer
-        assert all(a is not None for a in answers)
+        done = [a for a in answers if a is not None]
+        assert len(done) == len(answers)
         stats = InferenceStats(
             texts=len(encoded.lengths),
             forward_passes=len(launched),
@@ -151,7 +135,7 @@ class SentimentClassifier:
             real_tokens=sum(encoded.lengths),
             inference_ms=(time.perf_counter() - started) * 1000,
         )
-        return Inference(answers, stats)  # type: ignore[arg-type]
+        return Inference(done, stats)
 
     def _run_splitting_on_oom(
         self, indexes: list[int], ids: list[list[int]], tensors: dict[str, torch.Tensor] | None = None
@@ -178,7 +162,7 @@ class SentimentClassifier:
     def _predictions(self, logits: torch.Tensor) -> list[Prediction]:
         """One copy to Python lists, then plain arithmetic: a pass's answers are a few dozen pairs,
         and every further torch call on them (softmax, max, indexing) cost more than the work (see
-        README, Performance: the no-model profile). A tie counts as negative (a human sees it)."""
+        worker/docs/performance.md: the no-model profile). A tie counts as negative (a human sees it)."""
         negative, positive, temperature = self.negative_index, self.positive_index, self.temperature
         answers = []
         for row in logits.cpu().tolist():

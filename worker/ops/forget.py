@@ -4,7 +4,7 @@ In one transaction: the results of that customer (or those event ids) lose their
 customer_id and metadata, and their outbox rows lose the text and customer_id in the payload
 (published or not: an unpublished escalation still goes out, without them). Labels, scores, the
 event id and the rollup counts stay, so trends do not change. What was already published to a
-Kafka topic is beyond reach here: topic retention or compaction removes it (see README).
+Kafka topic is beyond reach here: topic retention or compaction removes it (see worker/docs/data-over-time.md).
 """
 
 from __future__ import annotations

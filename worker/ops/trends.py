@@ -1,11 +1,12 @@
 """Trends: answers for support leads, read from the stored results (`triage-worker report`).
 
-"Is sentiment getting worse, and where?": share negative per product, source or day over a
-window (`--since 7d`), as a terminal table, CSV or JSON, and with `--plot` a PNG chart of share
-negative per day for each group (lines) over the daily volume (bars). Read-only; it reads the
-hourly rollups (`sentiment_rollup_live`: the folded counts and those still pending), so its cost
-follows the number of hours and groups in the window, not the number of results. The window is whole UTC hours: the hour
-now running and every full hour after `now - since`.
+"Is sentiment getting worse, and where?": share negative per product, source or day over a window
+(`--since 7d`, read like every duration: 30m, 72h, 3d, 2w), as a terminal table, CSV or JSON, and
+with `--plot` a PNG chart of share negative per day for each group (lines) over the daily volume
+(bars). Read-only; it reads the hourly rollups (`sentiment_rollup_live`: the folded counts and
+those still pending), so its cost follows the number of hours and groups in the window, not the
+number of results. The window is whole UTC hours: the hour now running and every full hour after
+`now - since`.
 """
 
 from __future__ import annotations
@@ -13,29 +14,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Engine, text
 
 from worker.contracts.errors import OperatorError
 
 Grouping = Literal["product", "source", "day"]
-SINCE_PATTERN = re.compile(r"^(\d+)([hdw])$")
-UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 MAX_PLOTTED_GROUPS = 8  # the rest are summed into "other" so the chart stays readable
 UNKNOWN = "(none)"
-
-
-def parse_since(value: str) -> timedelta:
-    """'36h', '7d' or '4w' -> a timedelta; anything else is a clear error."""
-    match = SINCE_PATTERN.match(value.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"--since must look like 24h, 7d or 4w, got {value!r}")
-    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
 @dataclass(frozen=True)
@@ -159,14 +149,14 @@ def plot(points: list[DailyPoint], by: Grouping, since: str, path: Path) -> Path
 
     fig, share_axis = plt.subplots(figsize=(11, 5.5), dpi=110)
     volume_axis = share_axis.twinx()
-    days = sorted({p.day for p in points})
+    days: list[Any] = sorted({p.day for p in points})  # matplotlib draws dates; its stubs only say numbers
     daily_volume = [sum(p.total for p in points if p.day == d) for d in days]
     volume_axis.bar(days, daily_volume, width=0.8, color="#d0d7e2", label="volume (all groups)", zorder=1)
     volume_axis.set_ylabel("events per day")
     share_axis.set_zorder(volume_axis.get_zorder() + 1)
     share_axis.patch.set_visible(False)
     for group, by_day in sorted(series.items(), key=lambda item: -sum(v[0] for v in item[1].values())):
-        xs = sorted(by_day)
+        xs: list[Any] = sorted(by_day)
         share_axis.plot(xs, [by_day[d][1] / by_day[d][0] for d in xs], marker="o", linewidth=2, label=group)
     share_axis.set_ylim(0, 1)
     share_axis.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))

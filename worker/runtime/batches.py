@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from worker.contracts.values import ClassifiedItem, FeedbackItem, RawRecord, Rejection, StoreOutcome
 
@@ -26,13 +26,15 @@ class StageName(str, Enum):
     INFER = "infer"  # the model and the triage policy
     STORE = "store"  # dead letters sent, results and outbox rows in one transaction
     COMMIT = "commit"  # main thread: offsets committed
-    RELAY = "relay"  # relay thread: outbox rows -> escalation topic
+    RELAY = "relay"  # relay thread: outbox rows -> escalation and results topics
+    HOUSEKEEPING = "housekeeping"  # housekeeping thread: rollup folds, outbox prune, partitions
 
     def __str__(self) -> str:
         return self.value
 
 
 Timings = tuple[tuple[StageName, float], ...]
+E = TypeVar("E")  # the model's encoded passes (see worker.contracts.inference.Model)
 
 
 def timed(timings: Timings, stage: StageName, started: float) -> Timings:
@@ -56,9 +58,9 @@ class Decoded:
 
 
 @dataclass(frozen=True)
-class Tokenized:
+class Tokenized(Generic[E]):
     decoded: Decoded
-    encoded: Any  # the model's encoded passes (worker.model.encoding.Encoded), opaque here
+    encoded: E  # the model's encoded passes (worker.model.encoding.Encoded for the real one), opaque here
     timings: Timings
 
 
@@ -144,7 +146,7 @@ class Totals:
     duplicates: int = 0
     escalated: int = 0
     dead_lettered: int = 0
-    relayed: int = 0
+    published: dict[str, int] = field(default_factory=dict)  # outbox rows published, by kind (escalation, result)
     batches: int = 0
     # Seconds each stage was busy. Stages run in parallel, so these add up to more than the wall time.
     stage_s: dict[StageName, float] = field(default_factory=lambda: dict.fromkeys(StageName, 0.0))
@@ -161,5 +163,6 @@ class Totals:
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the `worker_stopped` log line."""
-        counts = {k: v for k, v in vars(self).items() if k != "stage_s"}
-        return {**counts, "stage_s": {str(k): round(v, 3) for k, v in self.stage_s.items()}}
+        counts = {k: v for k, v in vars(self).items() if k not in ("stage_s", "published")}
+        published = {f"{kind}s_published": count for kind, count in sorted(self.published.items())}
+        return {**counts, **published, "stage_s": {str(k): round(v, 3) for k, v in self.stage_s.items()}}

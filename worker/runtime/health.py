@@ -72,7 +72,8 @@ class CachedCheck:
 
     def __init__(self, probe: ReadyCheck, ttl_s: float = 2.0) -> None:
         self.probe, self.ttl_s = probe, ttl_s
-        self._at, self._value = 0.0, {}
+        self._at = 0.0
+        self._value: Mapping[str, bool] = {}
         self._lock = threading.Lock()
 
     def __call__(self) -> Mapping[str, bool]:

@@ -1,8 +1,8 @@
 """Metrics: the worker's Prometheus metrics, fed by one `BatchReport` per committed batch.
 
-The runner hands each report to `observe`, plus the relay's rounds, the time spent polling and
-the consumer lag; this module turns them into counters, histograms and gauges. Stage labels are
-the `StageName` values used everywhere else. `health` serves them on /metrics. A test checks
+The runner hands each report to `observe`, plus each background loop's rounds (`observe_round`),
+the time spent polling and the consumer lag; this module turns them into counters, histograms and
+gauges. Stage labels are the `StageName` values used everywhere else. `health` serves them on /metrics. A test checks
 that every metric the Grafana dashboard queries is exported.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from worker.runtime.background import RoundReport
 from worker.runtime.batches import BatchReport
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -34,9 +35,12 @@ class Metrics:
             "triage_events_dead_lettered", "Events sent to the dead-letter topic", ["reason"], registry=r
         )
         self.duplicates = Counter("triage_events_duplicate", "Events whose event_id was already stored", registry=r)
-        self.published = Counter(
-            "triage_escalations_published", "Escalations published to the escalation topic", registry=r
-        )
+        self.published = {  # by outbox kind
+            "escalation": Counter(
+                "triage_escalations_published", "Escalations published to the escalation topic", registry=r
+            ),
+            "result": Counter("triage_results_published", "Results published to the results topic", registry=r),
+        }
         self.batch_events = Histogram(
             "triage_batch_events", "Events per micro-batch", buckets=EVENT_BUCKETS, registry=r
         )
@@ -111,6 +115,12 @@ class Metrics:
         for timestamp_ms in report.record_timestamps_ms:
             if timestamp_ms >= 0:
                 self.end_to_end.observe(max(report.finished_at_ms - timestamp_ms, 0.0) / 1000)
+
+    def observe_round(self, report: RoundReport) -> None:
+        """One round of a background loop (relay, housekeeping): its busy time and what it published."""
+        self.stage_busy.labels(str(report.stage)).inc(report.busy_s)
+        for kind, count in report.published.items():
+            self.published[kind].inc(count)
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         now = {(topic, str(partition)): behind for (topic, partition), behind in lag.items()}

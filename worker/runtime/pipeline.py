@@ -7,6 +7,10 @@ one thread, so batches leave in the order they were submitted and offsets are co
 `depth` bounds the batches in flight; when it is reached the worker pauses its partitions and
 keeps polling, so it never outstays `max_poll_interval_ms`. A stage that raises stops the
 pipeline, and the error is raised again in the main thread by `finished()`.
+
+The stages come as a `Chain`, built one `then` at a time: each stage must take what the one before
+it returns, so mypy rejects a chain in the wrong order, and the runner asks for a
+`Chain[Polled, Stored]`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from worker.runtime.batches import StageName
 T = TypeVar("T")
 In = TypeVar("In", contravariant=True)
 Out = TypeVar("Out", covariant=True)
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
 
 
 class Stage(Protocol[In, Out]):
@@ -31,11 +38,26 @@ class Stage(Protocol[In, Out]):
     def process(self, batch: In) -> Out: ...
 
 
+class Chain(Generic[A, B]):
+    """Stages in order, from one taking an A to one returning a B."""
+
+    def __init__(self, stages: Sequence[Stage[Any, Any]]) -> None:
+        self.stages: tuple[Stage[Any, Any], ...] = tuple(stages)
+
+    @staticmethod
+    def of(first: Stage[A, B]) -> Chain[A, B]:
+        return Chain([first])
+
+    def then(self, stage: Stage[B, C]) -> Chain[A, C]:
+        return Chain([*self.stages, stage])
+
+
 _STOP = object()
 
 
 class Pipeline(Generic[T]):
-    def __init__(self, stages: Sequence[Stage[Any, Any]], depth: int) -> None:
+    def __init__(self, chain: Chain[Any, T], depth: int) -> None:
+        stages = chain.stages
         self.depth = depth
         self.in_flight = 0
         self._queues: list[queue.Queue[object]] = [queue.Queue(maxsize=depth) for _ in stages]

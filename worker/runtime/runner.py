@@ -2,7 +2,7 @@
 
     main thread:   poll (source) -> micro-batch (batcher) -> submit ......... commit offsets (source)
     stage threads:         decode -> tokenize -> infer -> store (stages, pipeline)   ^
-    relay thread:  escalation outbox -> escalation topic (relay)
+    background:    outbox -> escalation and results topics (relay); folds, prunes, partitions (housekeeping)
 
 The stages overlap: while the model runs one batch, the next is tokenized and the previous one
 stored. A batch's offsets are committed only after it came out of the store stage, and batches
@@ -26,12 +26,12 @@ from typing import Any
 
 from worker.contracts.values import RawRecord
 from worker.logs import get_logger
+from worker.runtime.background import BackgroundLoop, RoundReport
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.batches import BatchReport, Polled, StageName, Stored, Totals
 from worker.runtime.failpoints import failpoint
 from worker.runtime.metrics import Metrics
-from worker.runtime.pipeline import Pipeline, Stage
-from worker.runtime.relay import EscalationRelay, RelayLoop
+from worker.runtime.pipeline import Chain, Pipeline
 from worker.runtime.retry import Abandoned
 from worker.runtime.shutdown import Shutdown
 from worker.runtime.source import Source, UnreadableBatch
@@ -41,7 +41,7 @@ log = get_logger("worker.runner")
 IDLE_POLL_MS = 500
 PAUSED_WAIT_S = 0.05
 LAG_INTERVAL_S = 5.0
-RELAY_STOP_TIMEOUT_S = 15.0
+BACKGROUND_STOP_TIMEOUT_S = 15.0  # each background loop's last round at a clean stop (the relay's)
 NOT_COMMITTED = "not_committed"  # a batch whose partitions a rebalance took away before it finished
 
 
@@ -49,14 +49,14 @@ class Runner:
     def __init__(
         self,
         source: Source,
-        stages: Sequence[Stage[Any, Any]],
+        stages: Chain[Polled, Stored],
         batcher: MicroBatcher,
         *,
         depth: int,
         shutdown: Shutdown,
         revoke_drain_s: float,
         metrics: Metrics,
-        relay: EscalationRelay | None = None,
+        background: Sequence[BackgroundLoop] = (),
         on_close: Callable[[], None] = lambda: None,
         started_fields: Mapping[str, Any] | None = None,
     ) -> None:
@@ -67,7 +67,7 @@ class Runner:
         self.shutdown = shutdown
         self.revoke_drain_s = revoke_drain_s
         self.metrics = metrics
-        self.relay = RelayLoop(relay, self._relayed) if relay else None
+        self.background = list(background)  # started before the first poll, stopped after the last commit
         self.on_close = on_close
         self.started_fields = dict(started_fields or {})
         self.totals = Totals()
@@ -81,10 +81,10 @@ class Runner:
     def run(self, until: Callable[[Totals], bool] | None = None) -> Totals:
         """Consume until a stop is requested (or `until(totals)`), then finish and leave the group."""
         log.info("worker_started", **self.started_fields, pipeline_depth=self.depth)
-        self.pipeline: Pipeline[Stored] = Pipeline(self.stages, self.depth)
+        self.pipeline = Pipeline(self.stages, self.depth)
         self.source.subscribe(self._on_revoke)
-        if self.relay:
-            self.relay.start()
+        for loop in self.background:
+            loop.start(self._on_round)
         try:
             while not self.shutdown.requested.is_set() and not (until and until(self.totals)):
                 self._commit_finished(wait_s=0)
@@ -104,11 +104,9 @@ class Runner:
             self.abandoned = True
         finally:
             self._loop_ended = True
-            if self.relay:
+            for loop in self.background:
                 time_left = self.shutdown.deadline - self.shutdown.clock()
-                self.relay.stop(
-                    final_round=not self.abandoned, timeout_s=max(min(RELAY_STOP_TIMEOUT_S, time_left), 1.0)
-                )
+                loop.stop(final_round=not self.abandoned, timeout_s=max(min(BACKGROUND_STOP_TIMEOUT_S, time_left), 1.0))
             self.source.close()
             self.on_close()
             log.info("worker_stopped", **self.totals.log_fields(), abandoned=self.abandoned)
@@ -236,11 +234,12 @@ class Runner:
         log.info("batch_stored", **report.log_fields())
 
     def _busy(self, stage: StageName, seconds: float) -> None:
-        """Time spent outside any batch's report (polling, relaying)."""
+        """Time spent outside any batch's report (polling)."""
         self.totals.stage_s[stage] += seconds
         self.metrics.stage_busy.labels(str(stage)).inc(seconds)
 
-    def _relayed(self, published: int, busy_s: float) -> None:  # called on the relay thread
-        self.totals.relayed += published
-        self.metrics.published.inc(published)
-        self._busy(StageName.RELAY, busy_s)
+    def _on_round(self, report: RoundReport) -> None:  # called on a background loop's thread
+        self.totals.stage_s[report.stage] += report.busy_s
+        for kind, count in report.published.items():
+            self.totals.published[kind] = self.totals.published.get(kind, 0) + count
+        self.metrics.observe_round(report)

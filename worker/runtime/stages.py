@@ -15,14 +15,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
 from worker.contracts.errors import ErrorClass
+from worker.contracts.inference import Model
 from worker.contracts.values import (
     ClassificationFailure,
     ClassifiedItem,
     FeedbackItem,
-    Prediction,
     Rejection,
     StoreOutcome,
 )
@@ -32,17 +32,7 @@ from worker.runtime.failpoints import failpoint
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.triage import TriagePolicy
 
-
-class Model(Protocol):
-    """What the stages need of the classifier (worker.model.classifier.SentimentClassifier)."""
-
-    model_name: str
-    calibration_id: str | None  # names the calibration in every stored row
-    max_batch_size: int
-
-    def encode(self, texts: Sequence[str]) -> Any: ...
-
-    def classify(self, encoded: Any) -> Any: ...  # an Inference: .answers and .stats
+E = TypeVar("E")  # the model's encoded passes, handed from tokenize to infer unchanged
 
 
 class ResultWriter(Protocol):
@@ -78,28 +68,28 @@ class DecodeStage:
         return Decoded(batch, tuple(items), tuple(rejections), timed((), self.name, started))
 
 
-class TokenizeStage:
+class TokenizeStage(Generic[E]):
     name = StageName.TOKENIZE
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model[E]) -> None:
         self.model = model
 
-    def process(self, batch: Decoded) -> Tokenized:
+    def process(self, batch: Decoded) -> Tokenized[E]:
         started = time.perf_counter()
         encoded = self.model.encode([item.text for item in batch.items])
         return Tokenized(batch, encoded, timed(batch.timings, self.name, started))
 
 
-class InferStage:
+class InferStage(Generic[E]):
     """Classify and triage; a text the model cannot take even alone becomes a dead letter."""
 
     name = StageName.INFER
 
-    def __init__(self, model: Model, policy: TriagePolicy) -> None:
+    def __init__(self, model: Model[E], policy: TriagePolicy) -> None:
         self.model = model
         self.policy = policy
 
-    def process(self, batch: Tokenized) -> Inferred:
+    def process(self, batch: Tokenized[E]) -> Inferred:
         started = time.perf_counter()
         decoded = batch.decoded
         queue_wait_s = started - decoded.polled.submitted_at - sum(seconds for _, seconds in batch.timings)
@@ -111,7 +101,6 @@ class InferStage:
             if isinstance(answer, ClassificationFailure):
                 rejections.append(Rejection(item.record, ErrorClass.CLASSIFICATION_FAILED, answer.message))
                 continue
-            assert isinstance(answer, Prediction)
             classified.append(
                 ClassifiedItem(
                     item=item,

@@ -10,7 +10,7 @@ The batch travels by COPY into a temporary staging table, then one statement mov
 `feedback_results` (the ids new to the ledger) and adds the outbox rows of the rows it inserted:
 an escalation for each escalated one and, with a results topic, a result for every one.
 A trigger adds the inserted rows to the hourly rollups in the same transaction (migration 0004).
-That is about 2.5x faster than a multi-row INSERT of the same rows (see README, Performance).
+That is about 2.5x faster than a multi-row INSERT of the same rows (see worker/docs/performance.md).
 A lost connection or a database that refuses connections raises `Unavailable` (the caller waits
 and tries again); any other database error is raised as it is.
 """
@@ -21,6 +21,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -70,41 +71,37 @@ SELECT (SELECT coalesce(array_agg(event_id), '{{}}') FROM inserted),
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def escalation_event(result: ClassifiedItem, escalated_at: datetime, include_text: bool) -> EscalationEvent:
+def shared_fields(result: ClassifiedItem, include_text: bool) -> dict[str, Any]:
+    """The fields a result row, an escalation and a published result all carry, under the same names."""
     item, prediction = result.item, result.prediction
+    return {
+        "event_id": item.event_id,
+        "label": prediction.label,
+        "score": prediction.score,
+        "model": result.model,
+        "source": item.source,
+        "product": item.product,
+        "customer_id": item.customer_id,
+        "created_at": item.created_at,
+        "text": item.text if include_text else None,
+    }
+
+
+def escalation_event(result: ClassifiedItem, escalated_at: datetime, include_text: bool) -> EscalationEvent:
     assert result.decision.reason is not None
     return EscalationEvent(
-        event_id=item.event_id,
-        label=prediction.label,
-        score=prediction.score,
-        reason=result.decision.reason,
-        source=item.source,
-        product=item.product,
-        customer_id=item.customer_id,
-        created_at=item.created_at,
-        model=result.model,
-        text=item.text if include_text else None,
-        escalated_at=escalated_at,
+        **shared_fields(result, include_text), reason=result.decision.reason, escalated_at=escalated_at
     )
 
 
 def triage_result(result: ClassifiedItem, processed_at: datetime, include_text: bool) -> dict[str, object]:
     """The `triage-result.v1` payload of a result, as JSON-ready values."""
-    item, prediction = result.item, result.prediction
     return TriageResult(
-        event_id=item.event_id,
-        label=prediction.label,
-        score=prediction.score,
-        negative_prob=prediction.negative_prob,
+        **shared_fields(result, include_text),
+        negative_prob=result.prediction.negative_prob,
         escalated=result.decision.escalate,
         reason=result.decision.reason,
-        model=result.model,
-        source=item.source,
-        product=item.product,
-        customer_id=item.customer_id,
-        created_at=item.created_at,
         processed_at=processed_at,
-        text=item.text if include_text else None,
     ).model_dump(mode="json")
 
 
@@ -147,19 +144,12 @@ class ResultStore:
         return StoreOutcome(inserted=len(inserted), escalations=escalations, duplicates=tuple(duplicates))
 
     def _row(self, result: ClassifiedItem, now: datetime) -> dict[str, object]:
-        item, prediction, record = result.item, result.prediction, result.item.record
+        record = result.item.record
         return {
-            "event_id": item.event_id,
-            "label": prediction.label,
-            "score": prediction.score,
-            "negative_prob": prediction.negative_prob,
+            **shared_fields(result, self.keeps_text(result)),
+            "negative_prob": result.prediction.negative_prob,
             "escalated": result.decision.escalate,
             "escalation_reason": result.decision.reason,
-            "model": result.model,
-            "source": item.source,
-            "product": item.product,
-            "customer_id": item.customer_id,
-            "created_at": item.created_at,
             "processed_at": now,
             "kafka_topic": record.topic,
             "kafka_partition": record.partition,
@@ -171,8 +161,7 @@ class ResultStore:
             ),
             "inference_ms": result.inference_ms,
             "batch_size": result.batch_size,
-            "text": item.text if self.keeps_text(result) else None,
-            "metadata": item.metadata,
+            "metadata": result.item.metadata,
             "calibration": result.calibration,
         }
 

@@ -1,6 +1,6 @@
 """Supervisor: `triage-worker run --processes N` runs N worker processes in one consumer group.
 
-Several processes keep one GPU busy where one process's CPU path cannot (see README, Performance).
+Several processes keep one GPU busy where one process's CPU path cannot (see worker/docs/performance.md).
 The supervisor starts N children (`triage-worker run` with TRIAGE_PROCESSES=1), forwards SIGTERM
 and SIGINT to them as SIGTERM, and waits. A child that exits while no stop was asked for is
 unexpected: the supervisor stops the others (they drain and commit as usual) and exits with
@@ -71,7 +71,7 @@ def supervise(settings: Settings) -> int:
 
 
 def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, metrics_dir: str) -> int:
-    exit_code, ended = 0, set()
+    exit_code, ended = 0, set[int]()
     while len(ended) < len(children):
         for child in children:
             code = child.poll()

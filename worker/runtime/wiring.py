@@ -21,9 +21,11 @@ from worker.runtime.batcher import MicroBatcher
 from worker.runtime.deadletter import DeadLetterSink
 from worker.runtime.decode import Decoder
 from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
+from worker.runtime.housekeeping import Housekeeping, housekeeping_loop
 from worker.runtime.metrics import Metrics
-from worker.runtime.relay import EscalationRelay
-from worker.runtime.retention import Retention
+from worker.runtime.partitions import ResultPartitions
+from worker.runtime.pipeline import Chain
+from worker.runtime.relay import OutboxRelay, relay_loop
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.runner import Runner
 from worker.runtime.schema import SchemaState, schema_state
@@ -151,17 +153,19 @@ def build_runner(
 
     policy = build_policy(settings, classifier)
     dead_letters = DeadLetterSink(producer, settings.dead_letter_topic, max_value_bytes=PRODUCER_MAX_REQUEST_BYTES // 2)
-    stages = [
-        DecodeStage(Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)),
-        TokenizeStage(classifier),
-        InferStage(classifier, policy),
-        StoreStage(
-            ResultStore(engine, store_text=settings.store_text, publish_results=settings.results_topic is not None),
-            dead_letters,
-            backoff,
-            shutdown.abandoned,
-        ),
-    ]
+    stages = (
+        Chain.of(DecodeStage(Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)))
+        .then(TokenizeStage(classifier))
+        .then(InferStage(classifier, policy))
+        .then(
+            StoreStage(
+                ResultStore(engine, store_text=settings.store_text, publish_results=settings.results_topic is not None),
+                dead_letters,
+                backoff,
+                shutdown.abandoned,
+            )
+        )
+    )
     return Runner(
         KafkaSource(consumer, settings.input_topic),
         stages,
@@ -170,15 +174,12 @@ def build_runner(
         shutdown=shutdown,
         revoke_drain_s=settings.revoke_drain_seconds(),
         metrics=metrics,
-        relay=EscalationRelay(
-            engine,
-            producer,
-            settings.escalation_topic,
-            results_topic=settings.results_topic,
-            retention=settings.outbox_retention,
-            results=Retention(engine, settings.results_retention),
-            batch_size=settings.relay_batch_size,
-        ),
+        background=[
+            relay_loop(OutboxRelay(engine, producer, outbox_topics(settings), batch_size=settings.relay_batch_size)),
+            housekeeping_loop(
+                Housekeeping(engine, ResultPartitions(engine, settings.results_retention), settings.outbox_retention)
+            ),
+        ],
         on_close=close,
         started_fields={
             **classifier.describe(),
@@ -187,6 +188,14 @@ def build_runner(
             "group_id": settings.group_id,
         },
     )
+
+
+def outbox_topics(settings: Settings) -> dict[str, str]:
+    """Outbox kind -> the topic the relay publishes it to; results only when a results topic is set."""
+    topics = {"escalation": settings.escalation_topic}
+    if settings.results_topic:
+        topics["result"] = settings.results_topic
+    return topics
 
 
 def _schema_of(engine: Engine) -> SchemaState:

@@ -42,7 +42,7 @@ def bench_e2e(
     ]
     expected = events + (1 if rate else 0)
     # Every text must be stored (the model truncates long ones), so none may trip the text limit.
-    base = base.model_copy(update={"max_text_chars": max(base.max_text_chars, *map(len, texts))})
+    base = base.with_overrides(max_text_chars=max(base.max_text_chars, *map(len, texts)))
     # The poll interval must outlast a CPU batch of long reviews with a real model (about 3 s here);
     # Tansu holds every group join for that long, which `events_per_s` leaves out.
     with (

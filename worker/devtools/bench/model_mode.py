@@ -24,7 +24,7 @@ def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[s
 
     model = settings.model
     # The same work as the baseline: its truncation (the start of a text), no calibration.
-    ours = build_classifier(settings.model_copy(update={"truncation": "head", "calibration": "off"}))
+    ours = build_classifier(settings.with_overrides(truncation="head", calibration="off"))
     baseline = pipeline(
         "text-classification",
         model=model,

@@ -5,7 +5,7 @@ steps up to each size in `--rows` (a year of feedback over 50 products, 5 source
 stored without text; 90% of the escalations older than a day acknowledged), through the same
 rollup trigger the store fires, folding the pending counts after each chunk as the worker does.
 Then it writes `--pending-events` more through the store and leaves their counts pending (what a
-worker at 10,000 events/s leaves between two folds), times the README's trend queries and the
+worker at 10,000 events/s leaves between two folds), times the trend queries of worker/docs/trends.md and the
 7-day `report` (median of 5 runs each). The ratio between the largest and the smallest size shows
 whether a query's time grows with the rows. Last, it writes the same micro-batches through the
 store with the rollup trigger enabled and disabled, in blocks that take turns; an enabled block
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.ops import trends
@@ -31,7 +31,7 @@ from worker.runtime import rollups
 from worker.runtime.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"  # the trend queries are the ones worker/docs/trends.md gives
 QUERY = re.compile(r"```sql\n-- query: ([\w-]+)[^\n]*\n(.*?)```", re.S)
 SEED_CHUNK = 500_000
 SEED = """
@@ -57,9 +57,7 @@ ROLLUP_TRIGGER = "feedback_results_rollup"
 
 
 def readme_queries() -> dict[str, str]:
-    if not README.is_file():
-        raise FileNotFoundError(f"bench --mode trends reads the queries from the README of a checkout: {README}")
-    queries = dict(QUERY.findall(README.read_text()))
+    queries = dict(QUERY.findall((DOCS / "trends.md").read_text()))
     queries.pop("review-agreement", None)  # on reviewed rows, which these seeds have none of
     return queries
 
@@ -80,9 +78,7 @@ def bench_trends(
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 for table in ("feedback_results", "sentiment_rollup", "sentiment_rollup_pending"):
                     connection.execute(text(f"vacuum analyze {table}"))
-            timings = {
-                name: _median_ms(engine, lambda c, q=sql: c.execute(text(q)).all()) for name, sql in queries.items()
-            }
+            timings = {name: _median_ms(engine, _query(sql)) for name, sql in queries.items()}
             timings["report-7d-by-product"] = _median_ms(engine, lambda _: _report(engine))
             rollup_rows = engine.connect().execute(text("select count(*) from sentiment_rollup")).scalar_one()
             steps.append(
@@ -133,6 +129,10 @@ def _leave_pending(engine: Engine, events: int, prefix: str) -> int:
         store.write([_result(rng, policy, f"{prefix}-{n}") for n in range(start, min(start + 64, events))])
     with engine.connect() as connection:
         return int(connection.execute(text("select count(*) from sentiment_rollup_pending")).scalar_one())
+
+
+def _query(sql: str) -> Callable[[Connection], object]:
+    return lambda connection: connection.execute(text(sql)).all()
 
 
 def _median_ms(engine: Engine, query: Callable[[Any], Any], runs: int = 5) -> float:

@@ -90,8 +90,8 @@ def render(evaluation: Evaluation, about: dict[str, Any]) -> str:
             f"{label:10}{figures.precision:>11.4f}{figures.recall:>9.4f}{figures.f1:>9.4f}{figures.support:>9,}"
         )
     lines += ["", "confusion matrix (rows: true label, columns: predicted)", f"{'':10}{'negative':>10}{'positive':>10}"]
-    for truth, row in e.confusion.items():
-        lines.append(f"{truth:10}{row['negative']:>10,}{row['positive']:>10,}")
+    for truth, counts in e.confusion.items():
+        lines.append(f"{truth:10}{counts['negative']:>10,}{counts['positive']:>10,}")
     lines += ["", f"escalation at the configured threshold: {_escalation_line(e.escalation)}", ""]
     lines.append("threshold sweep (an item is escalated when predicted negative or scored under the threshold)")
     lines.append(f"{'threshold':>9}{'escalated':>12}{'share':>8}{'negatives caught':>18}{'truly negative':>16}")

@@ -64,7 +64,7 @@ def file_format(path: Path) -> str:
 
 def read_examples(path: Path, text_column: str = "text", label_column: str = "label") -> list[Example]:
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise OperatorError(f"no such file: {path}")
     kind = file_format(path)
     with _open(path) as handle:
         if kind == "jsonl":

@@ -14,7 +14,7 @@ and 1 for a truly negative item, 0 for a positive one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from worker.contracts.values import Sentiment
@@ -78,10 +78,10 @@ def measure(truths: Sequence[Sentiment], negative_probs: Sequence[float], thresh
     if len(truths) != len(negative_probs) or not truths:
         raise ValueError("need as many probabilities as labels, and at least one")
     predictions = [predicted(p) for p in negative_probs]
-    confusion = {t: {p: 0 for p in CLASSES} for t in CLASSES}
+    confusion: dict[str, dict[str, int]] = {t: {p: 0 for p in CLASSES} for t in CLASSES}
     for truth, guess in zip(truths, predictions, strict=True):
         confusion[truth][guess] += 1
-    per_class = {label: _class_figures(confusion, label) for label in CLASSES}
+    per_class: dict[str, ClassFigures] = {label: _class_figures(confusion, label) for label in CLASSES}
     n = len(truths)
     return Evaluation(
         n=n,
@@ -137,7 +137,7 @@ def expected_calibration_error(truths: Sequence[Sentiment], negative_probs: Sequ
     return sum(b.count * abs(b.accuracy - b.mean_score) for b in bins if b.count) / len(truths)  # type: ignore[operator]
 
 
-def _class_figures(confusion: dict[str, dict[str, int]], label: str) -> ClassFigures:
+def _class_figures(confusion: Mapping[str, Mapping[str, int]], label: str) -> ClassFigures:
     true_positive = confusion[label][label]
     predicted_as = sum(confusion[t][label] for t in CLASSES)
     support = sum(confusion[label].values())

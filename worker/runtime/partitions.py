@@ -1,6 +1,6 @@
-"""Retention: the results' weekly partitions made ahead of time and, with TRIAGE_RESULTS_RETENTION, dropped whole.
+"""Partitions: the results' weekly partitions, created ahead of time and, with TRIAGE_RESULTS_RETENTION, dropped whole.
 
-Run by the relay's housekeeping (every PRUNE_INTERVAL_S) in each worker, under one advisory lock
+Run by the housekeeping loop (every TIDY_INTERVAL_S, and at start) in each worker, under one advisory lock
 so two workers never change partitions at once. `ensure_partitions` creates this week's and next
 week's partition (rows outside every partition would land in the default one). `drop_expired`
 drops the weeks that ended before `now - retention` (a drop, not a delete: cheap at any size)
@@ -30,7 +30,7 @@ class Dropped:
     ids: int
 
 
-class Retention:
+class ResultPartitions:
     def __init__(self, engine: Engine, keep: timedelta | None) -> None:
         self.engine = engine
         self.keep = keep

@@ -1,0 +1,114 @@
+"""The README and worker/docs are held to the code: the verb table is the parser's verbs, every
+setting is documented once with its real default, every path named exists, every example command
+parses, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from worker.cli import build_parser
+from worker.settings import Settings, parse_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "worker" / "docs").glob("*.md"))
+SETTINGS_DOC = ROOT / "worker" / "docs" / "settings.md"
+TOP_LEVEL = ("worker/", "tests/", "schemas/", "migrations/", ".ci/", "docker-compose.yml", "pyproject.toml")
+
+
+def verbs() -> set[str]:
+    return set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def test_the_readme_verb_table_is_the_parsers_verbs() -> None:
+    table = re.findall(r"(?m)^\| `triage-worker ([a-z]+)[^`]*` \|", README.read_text())
+    assert sorted(table) == sorted(verbs()), "one row per verb, no more"
+
+
+def documented_defaults() -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {}
+    for doc in [README, *DOCS]:
+        for name, default in re.findall(r"(?m)^\| `TRIAGE_([A-Z0-9_]+)` \| ([^|]*) \|", doc.read_text()):
+            rows.setdefault(name.lower(), []).append(default.strip())
+    return rows
+
+
+def same_default(documented: str, real: object) -> bool:
+    """A default in backticks must equal the real one; one in words (auto, ...) or `off` means None."""
+    if not documented.startswith("`"):
+        return real is None
+    value = documented.strip("`")
+    if value == "off":  # the word the duration and port settings read as None
+        return real is None
+    if isinstance(real, SecretStr):
+        real = real.get_secret_value()
+    if isinstance(real, bool):
+        return value == str(real).lower()
+    if isinstance(real, timedelta):
+        return parse_duration(value) == real
+    if isinstance(real, (int, float)):
+        return float(value) == real
+    return value == str(real)
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_is_documented_once_with_its_real_default(name: str) -> None:
+    found = documented_defaults().get(name, [])
+    assert len(found) == 1, f"TRIAGE_{name.upper()} is in {len(found)} settings rows"
+    assert same_default(found[0], Settings.model_fields[name].default), (found[0], Settings.model_fields[name].default)
+
+
+def test_no_row_documents_a_setting_that_does_not_exist() -> None:
+    assert set(documented_defaults()) <= set(Settings.model_fields)
+
+
+def named_paths(doc: Path) -> list[tuple[str, Path]]:
+    text = doc.read_text()
+    found = [(link, doc.parent / link) for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)]
+    for token in re.findall(r"`([^`\s]+)`", text):
+        token = token.rstrip(".,:;")
+        if token.startswith(TOP_LEVEL) and "*" not in token and "<" not in token:
+            found.append((token, ROOT / token.split(":")[0]))
+    return found
+
+
+@pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: p.name)
+def test_every_path_the_docs_name_exists(doc: Path) -> None:
+    missing = [name for name, path in named_paths(doc) if not path.exists()]
+    assert not missing, f"{doc.name} names {missing}"
+
+
+def example_commands() -> list[tuple[str, str]]:
+    commands = []
+    for doc in [README, *DOCS]:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in re.split(r"&&|\|", line):
+                    words = part.strip()
+                    if words.startswith("triage-worker "):
+                        commands.append((doc.name, words))
+    return commands
+
+
+@pytest.mark.parametrize(("doc", "command"), example_commands())
+def test_every_example_command_parses(doc: str, command: str) -> None:
+    command = re.sub(r"\$\(\([^)]*\)\)|\$\w+", "1000", command)  # shell arithmetic and variables: counts
+    words = shlex.split(command, comments=True)
+    cut = next((i for i, w in enumerate(words) if w.startswith((">", "<", "2>"))), len(words))  # a redirection
+    build_parser().parse_args(words[1:cut])  # argparse exits (a failure here) on an unknown option
+
+
+def test_every_verb_has_an_example() -> None:
+    used = {command.split()[1] for _, command in example_commands()}
+    assert verbs() <= used, sorted(verbs() - used)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "python -m pytest -q" in README.read_text()
+    assert "python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
