@@ -61,7 +61,16 @@ def test_e2e_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.Captu
     result = json.loads(out.read_text())
     assert result["stored"] == 300 and result["outbox_unpublished"] == 0
     assert result["escalations_published"] == result["escalated"]
-    assert set(result["stage_share"]) == {"poll", "decode", "tokenize", "infer", "store", "commit", "relay"}
+    assert set(result["stage_share"]) == {
+        "poll",
+        "decode",
+        "tokenize",
+        "infer",
+        "store",
+        "commit",
+        "relay",
+        "housekeeping",
+    }
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("events_per_s=")
 
 
@@ -80,3 +89,37 @@ def test_trends_mode(
     assert result["store_events_per_s_rollups_on"] > 0 and result["store_ratio_on_to_off"] > 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("rows=2000,6000 ")
     assert main(["bench", "--mode", "trends", "--rows", "10,zero"]) == 2
+
+
+def test_the_gpu_suite_runs_every_step_in_a_dry_run(
+    checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The GPU run can only fail for GPU reasons: the same suite, every step, on the CPU with a tiny BERT."""
+    out = tmp_path / "suite.json"
+    argv = ["bench", "--mode", "suite", "--dry-run", "--random-bert-base", str(checkpoint_pos_neg), "--json", str(out)]
+    assert main(argv) == 0, capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result["steps"]) == {
+        "e2e_1p", "e2e_2p", "e2e_4p", "steady_half_load", "model_alone", "model_alone_compiled"
+    }  # fmt: skip
+    assert not result["summary"]["failed_steps"]
+    for processes in (1, 2, 4):
+        step = result["steps"][f"e2e_{processes}p"]
+        assert step["workers"] == processes and step["stored"] == 96 * processes and step["device"] == "cpu"
+        # The seeded head escalates about half, not nearly every event as random weights alone would.
+        assert 0.2 < step["escalated"] / step["stored"] < 0.8, step
+    assert result["summary"]["p99_ms_at_half_load"] is not None
+    assert "scaling vs 1 process" in capsys.readouterr().out
+
+
+def test_the_random_bert_escalates_about_half(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
+    from worker.devtools.bench.texts import random_bert_base, synthetic_reviews
+    from worker.model.classifier import SentimentClassifier
+    from worker.runtime.triage import TriagePolicy
+
+    texts = synthetic_reviews(400, seed=5)
+    model = random_bert_base(str(checkpoint_pos_neg), tmp_path / "bert", tiny=True, texts=texts[:128])
+    answers = SentimentClassifier(model, device="cpu").predict(texts[128:])
+    policy = TriagePolicy(0.6)
+    escalated = sum(policy.decide(a).escalate for a in answers)  # type: ignore[arg-type]
+    assert 0.3 < escalated / len(answers) < 0.7

@@ -27,7 +27,17 @@ def _at_least(least: int, text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["model", "e2e", "trends"], default="model")
+    parser.add_argument(
+        "--mode",
+        choices=["model", "e2e", "trends", "suite"],
+        default="model",
+        help="suite: every GPU figure in one run (e2e with 1, 2, 4 processes, p99 at half load, the model alone)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="suite: every step on the CPU with a tiny BERT and a few events, to prove the run before a GPU",
+    )
     parser.add_argument("--model", help="model id or directory (default: TRIAGE_MODEL)")
     parser.add_argument(
         "--random-bert-base",
@@ -85,6 +95,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from worker.devtools.bench.texts import load_texts, random_bert_base, synthetic_reviews
 
     texts = load_texts(args.texts, args.events) if args.texts else synthetic_reviews(args.events)
+    if args.mode == "suite":
+        return _run_suite(args, settings, texts)
     updates = {
         key: value
         for key, value in {
@@ -99,7 +111,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         if args.random_bert_base:
             updates["model"] = random_bert_base(args.random_bert_base, Path(scratch) / "bert-base-random")
-        settings = settings.model_copy(update=updates)
+        settings = settings.with_overrides(**updates)
         if args.mode == "model":
             result = bench_model(settings, texts, args.rounds)
             summary = (
@@ -125,6 +137,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(summary)
     return 0
+
+
+def _run_suite(args: argparse.Namespace, settings: Settings, texts: list[str]) -> int:
+    from worker.devtools.bench.suite_mode import bench_suite, table
+    from worker.devtools.bench.texts import random_bert_base
+
+    if not args.random_bert_base:
+        raise OperatorError("bench --mode suite needs --random-bert-base TOKENIZER_DIR (a tokenizer to borrow)")
+    device = "cpu" if args.dry_run else (args.device or settings.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = random_bert_base(args.random_bert_base, Path(scratch) / "bert", tiny=args.dry_run, texts=texts)
+        result = bench_suite(settings.with_overrides(model=model, device=device), texts, dry_run=args.dry_run)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    return 1 if result["summary"]["failed_steps"] else 0
 
 
 def _run_trends(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,6 +10,7 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 # Review vocabulary for synthetic texts: common words plus clearly positive and negative ones.
 WORDS = (
@@ -64,21 +65,54 @@ def load_texts(path: Path, limit: int) -> list[str]:
     return texts
 
 
-def random_bert_base(tokenizer_dir: str, target: Path) -> str:
-    """A randomly initialised BERT-base (`BertConfig()` defaults) with a real tokenizer, saved to `target`.
+# The random model's answers: a margin spread this wide (in logits) leaves few scores under 0.60,
+# and its median at 0 makes half the texts negative, so about half are escalated, like busy real
+# traffic rather than the all-escalated load that random weights alone give (every score near 0.5).
+HEAD_MARGIN_STD = 4.0
+TINY: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
-    Throughput does not depend on the weights, so this stands in for the model cards' BERT-base models.
+
+def random_bert_base(tokenizer_dir: str, target: Path, *, tiny: bool = False, texts: list[str] | None = None) -> str:
+    """A randomly initialised BERT-base (`BertConfig()` defaults; `tiny`: 2 layers of 32) with a real
+    tokenizer, saved to `target`.
+
+    Throughput does not depend on the weights, so this stands in for the model cards' BERT-base
+    models. Given `texts`, its classification head is set, from a seed, so that about half of them
+    are escalated (see HEAD_MARGIN_STD); otherwise nearly every score is near 0.5.
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
+        vocab_size=max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1),  # every id the tokenizer gives
         id2label={0: "NEGATIVE", 1: "POSITIVE"},
         label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        **(TINY if tiny else {}),
     )
     torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(target)
+    model = BertForSequenceClassification(config).eval()
+    if texts:
+        _half_escalating_head(model, tokenizer, texts[:128])
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return str(target)
+
+
+def _half_escalating_head(model: object, tokenizer: object, texts: list[str]) -> None:
+    """Point the head along a seeded random direction of the pooled output, scaled so the margin's
+    spread is HEAD_MARGIN_STD, and centred so the median text is on the boundary."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    length = min(getattr(tokenizer, "model_max_length", 512), 512)  # as the classifier will cut them
+    inputs = tokenizer(texts, truncation=True, max_length=length, padding=True, return_tensors="pt")  # type: ignore[operator]
+    with torch.inference_mode():
+        pooled = model.bert(**inputs).pooler_output  # type: ignore[attr-defined]
+        direction = torch.randn(pooled.shape[1], generator=generator)
+        projected = pooled @ direction
+        scale = HEAD_MARGIN_STD / float(projected.std().clamp_min(1e-6))
+        centre = float(projected.median()) * scale
+        head = model.classifier  # type: ignore[attr-defined]
+        head.weight.copy_(torch.stack([direction * scale / 2, -direction * scale / 2]))  # margin = neg - pos
+        head.bias.copy_(torch.tensor([-centre / 2, centre / 2]))
