@@ -19,6 +19,7 @@ class SettingsError(ValueError):
     """Raised when the environment holds an invalid configuration."""
 
 
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 DURATION = re.compile(r"(\d+)\s*([mhdw])")
 DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -108,6 +109,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # /metrics, /healthz and /readyz; 0 picks a free port (logged), "off" (or empty) turns them off.
     metrics_port: int | None = Field(9108, ge=0, le=65535)
+    # The address they listen on: every interface (Prometheus and probes reach a container that way),
+    # or 127.0.0.1 on a host where only local clients should.
+    metrics_host: str = "0.0.0.0"
 
     @field_validator("store_text", mode="before")
     @classmethod
@@ -155,6 +159,14 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
+    @field_validator("input_topic", "escalation_topic", "dead_letter_topic", "results_topic")
+    @classmethod
+    def _kafka_topic_name(cls, value: str | None) -> str | None:
+        """A name Kafka refuses would fail every send of that kind, round after round: refuse it here."""
+        if value is not None and not TOPIC_NAME.fullmatch(value):
+            raise ValueError("a Kafka topic name is 1 to 249 of ASCII letters, digits, '.', '_' and '-'")
+        return value
+
     @field_validator("label_map", mode="before")
     @classmethod
     def _parse_label_map(cls, value: Any) -> Any:
@@ -186,6 +198,9 @@ class Settings(BaseSettings):
         url = value.get_secret_value()
         if not url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        authority = url.split("://", 1)[1].split("/", 1)[0]
+        if authority.count("@") > 1:  # said without the URL, which holds the password
+            raise ValueError("has an unencoded '@' in its user or password: write it as %40")
         return value
 
     @model_validator(mode="after")
@@ -198,19 +213,21 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL needs TRIAGE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD")
-        if self.revoke_drain_s is not None and self.revoke_drain_s * 1000 >= self.kafka_max_poll_interval_ms:
+        if self.revoke_drain_s is not None and self.revoke_drain_s * 1000 >= self.kafka_session_timeout_ms:
             raise ValueError(
-                "TRIAGE_REVOKE_DRAIN_S must be shorter than TRIAGE_KAFKA_MAX_POLL_INTERVAL_MS, "
-                "or the group gives up on the worker while it drains"
+                "TRIAGE_REVOKE_DRAIN_S must be shorter than TRIAGE_KAFKA_SESSION_TIMEOUT_MS: the drain runs in "
+                "kafka-python's rebalance listener, on the loop that sends heartbeats, so the group expires a "
+                "worker that drains longer (raise the session timeout for a longer drain)"
             )
         return self
 
     # --- Derived values ----------------------------------------------------------------------
     def revoke_drain_seconds(self) -> float:
-        """The revoke drain deadline: well inside the poll interval, within which the group waits for us."""
+        """The revoke drain deadline: well inside the session timeout (no heartbeat goes out while the
+        listener drains) and the poll interval, and no longer than the shutdown grace."""
         if self.revoke_drain_s is not None:
             return self.revoke_drain_s
-        return min(self.kafka_max_poll_interval_ms / 2000, self.shutdown_grace_s)
+        return min(self.kafka_session_timeout_ms / 2000, self.kafka_max_poll_interval_ms / 2000, self.shutdown_grace_s)
 
     def threshold_is_explicit(self) -> bool:
         """Whether TRIAGE_LOW_CONFIDENCE_THRESHOLD was given (it then wins over a calibration's)."""
@@ -273,6 +290,23 @@ class Settings(BaseSettings):
             return type(self).model_validate(values)
         except ValidationError as exc:
             raise SettingsError(describe(exc)) from None
+
+    def secrets(self) -> list[str]:
+        """Every secret value: the database password and the Kafka passwords."""
+        from sqlalchemy.engine import make_url
+
+        found = [s.get_secret_value() for s in (self.kafka_sasl_password, self.kafka_ssl_password) if s]
+        try:
+            found.append(make_url(self.sqlalchemy_url()).password or "")
+        except Exception:  # noqa: BLE001 - an unparsable URL: mask the whole of it
+            found.append(self.database_url.get_secret_value())
+        return [s for s in found if s]
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret value replaced by ***: for errors that quote a URL or a connection string."""
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings for a start-up log line; secrets stay masked (SecretStr dumps as '**********')."""

@@ -105,11 +105,11 @@ def test_outbox_retention_deletes_only_rows_published_long_ago(database_url: str
                                 "where event_id in ('o-0', 'o-1')"))  # fmt: skip
         connection.execute(text("update escalation_outbox set published_at = now() - interval '1 hour' "
                                 "where event_id = 'o-2'"))  # fmt: skip
-    assert prune_outbox(engine, timedelta(days=3)) == 4  # o-0 and o-1, escalation and result each
+    assert prune_outbox(engine, timedelta(days=3)).deleted == 4  # o-0 and o-1, escalation and result each
     left = rows(database_url, "select event_id, published_at is null from escalation_outbox order by 1, kind")
     assert [e for e, _ in left] == ["o-2", "o-2", "o-3", "o-3", "o-4", "o-4", "o-5", "o-5"]
-    assert prune_outbox(engine, timedelta(days=3)) == 0
-    assert prune_outbox(engine, None) == 0
+    assert prune_outbox(engine, timedelta(days=3)).deleted == 0
+    assert prune_outbox(engine, None).deleted == 0
     engine.dispose()
 
 

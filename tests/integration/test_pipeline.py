@@ -23,7 +23,9 @@ from tests.services import (
     scalar,
     wait_until,
 )
+from worker.contracts.values import RawRecord
 from worker.devtools.local_services import LocalBroker, read_topic
+from worker.runtime.decode import derived_event_id
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +67,9 @@ def test_valid_and_malformed_events_end_where_they_belong(
     records = valid[:70] + [(b"bad-key", value) for value, _ in MALFORMED] + valid[70:]
     placed = produce(broker.bootstrap_servers, records)
     expected_ids = set()
-    for (key, _), (partition, offset) in zip(records, placed, strict=True):
+    for (key, value), (partition, offset) in zip(records, placed, strict=True):
         if key != b"bad-key":
-            expected_ids.add(key.decode() if key else f"{INPUT}:{partition}:{offset}")
+            expected_ids.add(key.decode() if key else derived_event_id(RawRecord(INPUT, partition, offset, key, value)))
     assert len(expected_ids) == n
 
     worker = start_worker(TRIAGE_MAX_BATCH_SIZE="16")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from worker.contracts.tables import metadata
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.ops import migrate
-from worker.runtime.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line, is_transient
+from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
+from worker.runtime.retry import Unavailable
+from worker.runtime.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line
 from worker.runtime.triage import TriagePolicy
 
 pytestmark = pytest.mark.integration
@@ -31,6 +33,7 @@ def result(
     text_: str = "some text",
     offset: int = 0,
     metadata: dict[str, object] | None = None,
+    created_at: datetime | None = None,
 ) -> ClassifiedItem:
     prediction = Prediction(label, score, score if label == "negative" else 1 - score, label.upper())  # type: ignore[arg-type]
     item = FeedbackItem(
@@ -39,7 +42,7 @@ def result(
         text=text_,
         product=product,
         source=source,
-        created_at=datetime(2026, 11, day, 12, tzinfo=timezone.utc),
+        created_at=created_at or datetime(2026, 11, day, 12, tzinfo=timezone.utc),
         metadata={"k": "v"} if metadata is None else metadata,
     )
     return ClassifiedItem(item, prediction, policy.decide(prediction), "tiny-model", 3.5, 1)
@@ -128,7 +131,7 @@ def test_a_lost_connection_during_copy_is_a_retryable_error(database_url: str) -
             other.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid})
         with pytest.raises(DBAPIError) as raised:
             _copy(connection, COPY_STAGING, io.StringIO(copy_line(["x"] * 21)))
-        assert raised.value.connection_invalidated and is_transient(raised.value)
+        assert raised.value.connection_invalidated and classify(raised.value).kind is Kind.OUTAGE
     outcome = ResultStore(engine).write([result("after", "positive", 0.9)])  # the pool opened a new connection
     assert outcome.inserted == 1
     engine.dispose()
@@ -160,3 +163,76 @@ def test_sentiment_daily_view(database_url: str) -> None:
         ("2026-11-21", "survey", "app", 1, 1, 1.0, 1),
         ("2026-11-21", "zendesk", "app", 1, 1, 1.0, 1),
     ]
+
+
+def test_values_postgres_refuses_are_isolated_and_the_rest_stored(database_url: str) -> None:
+    """One statement fails for the batch; halving finds the two records, the other 30 are stored."""
+    engine = create_engine(database_url)
+    far_offset = datetime(2026, 11, 25, 10, tzinfo=timezone(timedelta(hours=20)))  # pydantic takes it; PG: +-15:59
+    batch = [result(f"ok-{i}", "negative" if i % 3 else "positive", 0.9) for i in range(30)]
+    batch.insert(7, result("inf", "negative", 0.9, metadata={"x": float("inf")}))  # COPY writes Infinity; jsonb: no
+    batch.insert(20, result("tz", "positive", 0.9, created_at=far_offset))
+    outcome = ResultStore(engine, publish_results=True).write(batch)
+    assert outcome.inserted == 30 and not outcome.duplicates
+    refused = {r.event_id: r for r in outcome.refused}
+    assert set(refused) == {"inf", "tz"}
+    assert all(r.sqlstate.startswith("22") for r in refused.values()), refused
+    assert rows_of(engine, "select count(*) from feedback_results") == 30
+    assert rows_of(engine, "select count(*) from escalation_outbox where kind = 'result'") == 30
+    rejection = refused["inf"].rejection()
+    assert rejection.error_class == "store_rejected" and "some text" not in rejection.message
+    assert dict(rejection.extra_headers)["triage.error.sqlstate"] == refused["inf"].sqlstate
+    again = ResultStore(engine, publish_results=True).write(batch)  # a replay: nothing new, the same refusals
+    assert again.inserted == 0 and len(again.duplicates) == 30 and {r.event_id for r in again.refused} == {"inf", "tz"}
+    engine.dispose()
+
+
+def rows_of(engine: Engine, sql: str) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text(sql)).scalar_one())
+
+
+@pytest.mark.parametrize(
+    ("setup", "sqlstate"),
+    [
+        ("alter database {db} set default_transaction_read_only = on", "25006"),  # a failover onto a replica
+        ("alter database {db} set statement_timeout = '1ms'", "57014"),  # a role's or database's timeout
+    ],
+    ids=["read_only", "statement_timeout"],
+)
+def test_a_database_that_cannot_take_writes_now_is_an_outage(database_url: str, setup: str, sqlstate: str) -> None:
+    engine = create_engine(database_url)
+    name = make_url(database_url).database
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(setup.format(db=f'"{name}"')))
+    engine.dispose()  # new sessions take the database's setting
+    engine = create_engine(database_url)
+    batch = [result(f"w-{i}", "negative", 0.9, text_="x " * 4000) for i in range(200)]
+    with pytest.raises(Unavailable, match=sqlstate):
+        ResultStore(engine).write(batch)
+    engine.dispose()
+    admin = create_engine(
+        database_url, connect_args={"options": "-c statement_timeout=0 -c default_transaction_read_only=off"}
+    )
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f'alter database "{name}" reset all'))
+    admin.dispose()
+    engine = create_engine(database_url)
+    assert ResultStore(engine).write(batch).inserted == 200  # the same batch, once the database takes writes
+    engine.dispose()
+
+
+def test_a_privilege_problem_stops_the_worker_naming_the_sqlstate(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("create role triage_reader login"))
+        connection.execute(text("grant select on all tables in schema public to triage_reader"))
+    reader = create_engine(make_url(database_url).set(username="triage_reader"))
+    with pytest.raises(DatabaseMisconfigured, match="SQLSTATE 42501") as raised:
+        ResultStore(reader).write([result("p-1", "negative", 0.9)])
+    assert raised.value.exit_status == 2
+    reader.dispose()
+    with engine.begin() as connection:
+        connection.execute(text("revoke all on all tables in schema public from triage_reader"))
+        connection.execute(text("drop role triage_reader"))
+    engine.dispose()

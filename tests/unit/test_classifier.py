@@ -79,12 +79,48 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
         return real_forward(tensors)
 
     monkeypatch.setattr(classifier, "_forward", forward)
+    classifier.oom_waits_s = (0.0, 0.0)
     results = classifier.predict(TEXTS)
     assert isinstance(results[2], ClassificationFailure) and "out of memory" in results[2].message
     for i in (0, 1, 3, 4):
         got, want = results[i], expected[i]
         assert isinstance(got, Prediction) and isinstance(want, Prediction)
         assert got.label == want.label and got.score == pytest.approx(want.score, abs=1e-5)
+
+
+def test_a_text_out_of_memory_for_a_moment_is_tried_again_not_dead_lettered(
+    checkpoint_pos_neg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sibling process's spike takes the memory for a moment: the lone text waits and is classified."""
+    classifier = SentimentClassifier(str(checkpoint_pos_neg), device="cpu")
+    classifier.oom_waits_s = (0.0, 0.0, 0.0)
+    real_forward, failures = classifier._forward, [3]
+
+    def forward(tensors):  # type: ignore[no-untyped-def]
+        if failures[0]:
+            failures[0] -= 1
+            raise torch.OutOfMemoryError("simulated spike")
+        return real_forward(tensors)
+
+    monkeypatch.setattr(classifier, "_forward", forward)
+    [answer] = classifier.predict(TEXTS[:1])
+    assert isinstance(answer, Prediction)
+
+
+def test_a_non_finite_logit_is_a_failure_not_a_positive(
+    checkpoint_pos_neg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classifier = SentimentClassifier(str(checkpoint_pos_neg), device="cpu")
+    real_forward = classifier._forward
+
+    def forward(tensors):  # type: ignore[no-untyped-def]
+        logits = real_forward(tensors).clone()
+        logits[0, 0] = float("nan")  # fp16 overflow on some GPUs
+        return logits
+
+    monkeypatch.setattr(classifier, "_forward", forward)
+    answers = classifier.predict(TEXTS[:1])
+    assert isinstance(answers[0], ClassificationFailure) and "non-finite" in answers[0].message
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:

@@ -68,3 +68,12 @@ def test_no_secret_is_written_in_the_file() -> None:
     env = SERVICES["worker"]["environment"]
     assert "${POSTGRES_PASSWORD" in env["TRIAGE_DATABASE_URL"]
     assert "${POSTGRES_PASSWORD" in SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
+
+
+def test_no_default_secret_and_nothing_published_beyond_this_host() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()
+    assert ":-triage}" not in text and ":-admin}" not in text  # no fallback passwords
+    assert "${POSTGRES_PASSWORD:?" in SERVICES["worker"]["environment"]["TRIAGE_DATABASE_URL"]
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"

@@ -38,10 +38,37 @@ def test_valid_event_with_every_field() -> None:
     assert item.metadata == {"a": [1, 2]}
 
 
-def test_missing_event_id_uses_topic_partition_offset() -> None:
+def test_missing_event_id_uses_where_the_record_sits_and_a_digest_of_its_bytes() -> None:
     item = decoder.decode(record(b'{"text": "hello"}', offset=42))
     assert isinstance(item, FeedbackItem)
-    assert item.event_id == "feedback.events:2:42"
+    assert item.event_id.startswith("feedback.events:2:42:") and len(item.event_id.rsplit(":", 1)[1]) == 16
+    replayed = decoder.decode(record(b'{"text": "hello"}', offset=42))
+    recreated = decoder.decode(record(b'{"text": "another event"}', offset=42))  # the topic was recreated
+    assert isinstance(replayed, FeedbackItem) and isinstance(recreated, FeedbackItem)
+    assert replayed.event_id == item.event_id and recreated.event_id != item.event_id
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b'{"text": "fine", "metadata": {"x": 1e400}}', "out of range"),  # json.loads gives inf; jsonb refuses it
+        (b'{"text": "fine", "metadata": {"x": [-1e999]}}', "out of range"),
+        (b'{"text": "fine", "created_at": "2026-11-25T10:00:00+20:00"}', "beyond PostgreSQL"),
+    ],
+)
+def test_values_postgres_cannot_store_are_rejected_at_decode(payload: bytes, why: str) -> None:
+    rejected = decoder.decode(record(payload))
+    assert isinstance(rejected, Rejection) and why in rejected.message
+
+
+def test_a_kafka_timestamp_no_datetime_holds_keeps_its_event() -> None:
+    microseconds = RawRecord("feedback.events", 0, 1, None, b'{"text": "fine"}', timestamp_ms=1_764_000_000_000_000)
+    item = decoder.decode(microseconds)
+    assert isinstance(item, FeedbackItem) and item.kafka_time is None
+    normal = decoder.decode(
+        RawRecord("feedback.events", 0, 1, None, b'{"text": "fine"}', timestamp_ms=1_764_000_000_000)
+    )
+    assert isinstance(normal, FeedbackItem) and normal.kafka_time is not None and normal.kafka_time.year == 2025
 
 
 @pytest.mark.parametrize(

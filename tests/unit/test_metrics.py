@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,6 +88,28 @@ def test_endpoints() -> None:
         body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
         assert 'device="cpu"' in body and "triage_model_info{" in body and "triage_events_consumed_total" in body
     finally:
+        server.stop()
+
+
+def test_idle_connections_cannot_pile_up_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 clients that connect and say nothing once held 200 threads for good."""
+    import socket
+    import threading
+
+    from worker.runtime import health
+
+    monkeypatch.setattr(health, "REQUEST_TIMEOUT_S", 1.0)
+    server = HealthServer(0, Metrics().registry, lambda: {"model": True}, host="127.0.0.1").start()
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(200)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() - before <= health.MAX_CONNECTIONS
+        time.sleep(1.5)  # the idle ones are dropped after the timeout, so a probe gets through again
+        assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5).status == 200
+    finally:
+        for connection in idle:
+            connection.close()
         server.stop()
 
 

@@ -103,3 +103,51 @@ def test_bad_retention_and_shared_results_topic_are_named(monkeypatch: pytest.Mo
         load_settings()
     monkeypatch.delenv("TRIAGE_RESULTS_TOPIC")
     assert Settings(outbox_retention="2d").as_env()["TRIAGE_OUTBOX_RETENTION"] == "2880m"
+
+
+def test_the_revoke_drain_stays_inside_the_session_timeout() -> None:
+    """No heartbeat goes out while the listener drains: a drain past the session timeout loses the member."""
+    assert Settings(kafka_session_timeout_ms=10_000).revoke_drain_seconds() == 5.0  # was 30 s with the defaults
+    with pytest.raises(ValueError, match="TRIAGE_KAFKA_SESSION_TIMEOUT_MS"):
+        Settings(revoke_drain_s=12, kafka_session_timeout_ms=10_000)
+
+
+def test_a_password_with_an_unencoded_at_sign_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(database_url="postgresql://triage:p@ss@db:5432/triage")
+    assert "%40" in str(raised.value) and "p@ss" not in str(raised.value)
+
+
+def test_redact_masks_every_secret() -> None:
+    settings = Settings(database_url="postgresql://triage:s3cret%40x@db/triage", kafka_sasl_password="k-pass")
+    said = settings.redact('could not translate host name "s3cret@x" to address; sasl k-pass refused')
+    assert said == 'could not translate host name "***" to address; sasl *** refused'
+
+
+@pytest.mark.parametrize("name", ["results/unwritable", "x" * 250, "has space"])
+def test_a_topic_name_kafka_refuses_is_refused_at_start(name: str) -> None:
+    with pytest.raises(SettingsError, match="TRIAGE_RESULTS_TOPIC"):
+        load_settings(results_topic=name)
+
+
+def test_the_supervisor_passes_a_childs_operator_exit_through() -> None:
+    """Exit 3 (an unreadable batch: reset the offset) must reach the operator, not become a restart loop."""
+    import tempfile
+    import threading
+
+    from worker.runtime.supervisor import CHILD_DIED_EXIT, _wait
+
+    class Child:
+        def __init__(self, pid: int, code: int | None) -> None:
+            self.pid, self.code = pid, code
+
+        def poll(self) -> int | None:
+            return self.code
+
+        def send_signal(self, signal: int) -> None:
+            self.code = 0
+
+    with tempfile.TemporaryDirectory() as metrics_dir:
+        assert _wait([Child(1, 3), Child(2, None)], threading.Event(), metrics_dir) == 3  # type: ignore[list-item]
+        assert _wait([Child(3, 2), Child(4, None)], threading.Event(), metrics_dir) == 2  # type: ignore[list-item]
+        assert _wait([Child(5, -9), Child(6, None)], threading.Event(), metrics_dir) == CHILD_DIED_EXIT  # type: ignore[list-item]

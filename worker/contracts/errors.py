@@ -20,6 +20,7 @@ class ErrorClass(str, Enum):
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"  # over TRIAGE_MAX_TEXT_CHARS
     CLASSIFICATION_FAILED = "classification_failed"  # the model could not take the text even alone
+    STORE_REJECTED = "store_rejected"  # PostgreSQL refused a value in it (SQLSTATE class 22 or 23)
 
     def __str__(self) -> str:
         return self.value

@@ -67,6 +67,7 @@ escalation_outbox = Table(
     Column("id", BigInteger, primary_key=True),
     Column("event_id", Text, nullable=False),
     Column("kind", Text, nullable=False),  # escalation | result; unique with event_id
+    Column("topic", Text),  # where the relay sends it; null on rows from before migration 0008
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
@@ -99,4 +100,13 @@ acknowledgement_rollup = Table(  # per UTC hour of acknowledgement and product; 
     Column("seconds_sum", Float, nullable=False),
     Column("within_1h", BigInteger, nullable=False),
     Column("slowest_s", Float, nullable=False),
+)
+
+
+triage_settings = Table(  # one value per deployment for what must not differ between workers (migration 0008)
+    "triage_settings",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False),
 )

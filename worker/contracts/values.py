@@ -43,6 +43,9 @@ class FeedbackItem:
     customer_id: str | None = None
     created_at: datetime | None = None
     metadata: dict[str, Any] | None = None
+    # The record's Kafka timestamp, when Python and PostgreSQL can hold it (a producer that writes
+    # microseconds where Kafka wants milliseconds gives year 55,000); None otherwise.
+    kafka_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class Rejection:
 
     record: RawRecord
     error_class: ErrorClass
-    message: str
+    message: str  # never the feedback text: it is logged
+    extra_headers: tuple[tuple[str, str], ...] = ()  # more context for the dead-letter topic only
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,29 @@ class ClassifiedItem:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A record whose values the database refused (SQLSTATE class 22 or 23): it goes to the dead-letter topic."""
+
+    event_id: str
+    record: RawRecord
+    sqlstate: str
+    name: str  # the driver's name for the SQLSTATE, e.g. InvalidTextRepresentation
+    message: str  # the server's primary message; it may quote a value, so it goes to headers, never logs
+
+    def rejection(self) -> Rejection:
+        return Rejection(
+            self.record,
+            ErrorClass.STORE_REJECTED,
+            f"the database refused a value in it: SQLSTATE {self.sqlstate} ({self.name})",
+            extra_headers=(("triage.error.sqlstate", self.sqlstate), ("triage.error.database_message", self.message)),
+        )
+
+
+@dataclass(frozen=True)
 class StoreOutcome:
-    """What one store transaction did."""
+    """What one store call did (one transaction, or more when it had to isolate refused records)."""
 
     inserted: int
     escalations: int
     duplicates: tuple[str, ...]  # event ids already stored, or repeated within the batch
+    refused: tuple[Refusal, ...] = ()

@@ -34,7 +34,8 @@ class FeedbackEvent(BaseModel):
         None,
         min_length=1,
         max_length=EVENT_ID_MAX_CHARS,
-        description="Idempotency key. When absent the worker uses '<topic>:<partition>:<offset>'.",
+        description="Idempotency key. When absent the worker uses "
+        "'<topic>:<partition>:<offset>:<digest of key and value>'.",
     )
     source: StrictStr | None = Field(
         None, max_length=SHORT_FIELD_MAX_CHARS, description="e.g. app-store, survey, zendesk"
@@ -107,6 +108,19 @@ class DeadLetterHeaders(BaseModel):
     source_partition: str = Field(alias="triage.source.partition")
     source_offset: str = Field(alias="triage.source.offset")
     failed_at: str = Field(alias="triage.failed_at", description="RFC 3339 time of the decision.")
+    sqlstate: str | None = Field(
+        None, alias="triage.error.sqlstate", description="store_rejected only: PostgreSQL's SQLSTATE for the refusal."
+    )
+    database_message: str | None = Field(
+        None,
+        alias="triage.error.database_message",
+        description="store_rejected only: the server's message; it may quote a value of the event.",
+    )
+    value_omitted_bytes: str | None = Field(
+        None,
+        alias="triage.value.omitted_bytes",
+        description="Set when the value was too large to send: its size in bytes; the value is then null.",
+    )
 
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {

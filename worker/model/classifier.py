@@ -10,6 +10,7 @@ single text that still fails comes back as a ClassificationFailure for the dead-
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,6 +31,9 @@ from worker.model.encoding import (
 )
 from worker.model.labels import normalise_labels
 from worker.model.loading import ModelLoadError, load, resolve_device
+
+# How long a single text that ran out of memory waits before each new try (then it is dead-lettered).
+OOM_WAITS_S = (0.25, 1.0, 4.0)
 
 
 class SentimentClassifier:
@@ -64,6 +68,7 @@ class SentimentClassifier:
         if compile_model:  # shapes vary per batch: compile once for dynamic batch and length
             self.model = torch.compile(self.model, dynamic=True)
         self.compiled = compile_model
+        self.oom_waits_s = OOM_WAITS_S
         self.raw_labels = {int(k): v for k, v in loaded.model.config.id2label.items()}
         try:
             self.labels = normalise_labels(self.raw_labels, label_map)
@@ -138,7 +143,7 @@ class SentimentClassifier:
         return Inference(done, stats)
 
     def _run_splitting_on_oom(
-        self, indexes: list[int], ids: list[list[int]], tensors: dict[str, torch.Tensor] | None = None
+        self, indexes: list[int], ids: list[list[int]], tensors: dict[str, torch.Tensor] | None = None, attempt: int = 0
     ) -> list[tuple[list[int], torch.Tensor | list[ClassificationFailure]]]:
         try:
             if tensors is None:
@@ -148,6 +153,11 @@ class SentimentClassifier:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(indexes) == 1:
+                # Alone and still too big: most often the memory is someone else's for a moment (a
+                # sibling process's spike), so wait and try again before calling the text unclassifiable.
+                if attempt < len(self.oom_waits_s):
+                    time.sleep(self.oom_waits_s[attempt])
+                    return self._run_splitting_on_oom(indexes, ids, None, attempt + 1)
                 return [(indexes, [ClassificationFailure(f"out of memory on {self.device}: {exc}")])]
             half = len(indexes) // 2
             return self._run_splitting_on_oom(indexes[:half], ids) + self._run_splitting_on_oom(indexes[half:], ids)
@@ -159,14 +169,17 @@ class SentimentClassifier:
         with torch.inference_mode():
             return self.model(**inputs).logits.float()
 
-    def _predictions(self, logits: torch.Tensor) -> list[Prediction]:
+    def _predictions(self, logits: torch.Tensor) -> list[Answer]:
         """One copy to Python lists, then plain arithmetic: a pass's answers are a few dozen pairs,
         and every further torch call on them (softmax, max, indexing) cost more than the work (see
         worker/docs/performance.md: the no-model profile). A tie counts as negative (a human sees it)."""
         negative, positive, temperature = self.negative_index, self.positive_index, self.temperature
-        answers = []
+        answers: list[Answer] = []
         for row in logits.cpu().tolist():
             margin = row[negative] - row[positive]
+            if not math.isfinite(margin):  # fp16 overflow on some GPUs: no answer, rather than "positive"
+                answers.append(ClassificationFailure(f"the model returned a non-finite logit margin ({margin})"))
+                continue
             negative_prob = sigmoid(margin / temperature)
             best = negative if negative_prob >= 0.5 else positive
             answers.append(

@@ -25,11 +25,13 @@ log = get_logger("worker.background")
 
 @dataclass(frozen=True)
 class RoundReport:
-    """What one round of a background loop did: its busy time, and what it published, by outbox kind."""
+    """What one round of a background loop did: its busy time, what it published (by outbox kind),
+    and the work it left for later (by chore: rows a chore could not get through in its time)."""
 
     stage: StageName
     busy_s: float
     published: Mapping[str, int] = field(default_factory=dict)
+    backlog: Mapping[str, int] = field(default_factory=dict)
 
 
 OnRound = Callable[[RoundReport], None]
@@ -55,12 +57,14 @@ class Periodic:
         interval_s: float,
         *,
         last_round: Callable[[], Mapping[str, int] | None] | None = None,
+        backlog: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.name = name
         self.stage = stage
         self.interval_s = interval_s
         self._round = round
         self._last_round = last_round
+        self._backlog = backlog
         self._stop = threading.Event()
         self._final_round = True
         self._on_round: OnRound = lambda report: None
@@ -90,4 +94,5 @@ class Periodic:
             published = job()
         except Exception as exc:  # noqa: BLE001 - a background round; the next one tries again
             log.error(f"{self.name}_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        self._on_round(RoundReport(self.stage, time.perf_counter() - started, published or {}))
+        report = RoundReport(self.stage, time.perf_counter() - started, published or {}, dict(self._backlog()))
+        self._on_round(report)

@@ -99,6 +99,7 @@ class BatchReport:
     queue_wait_s: float
     stage_s: Mapping[StageName, float]
     record_timestamps_ms: tuple[int, ...]  # Kafka timestamps of the records, for end-to-end latency
+    timestamps_dropped: int  # events stored without their Kafka timestamp, which no datetime could hold
     committed: Mapping[str, int] | str  # offsets committed, "on_revoke", or "not_committed"
     finished_at_ms: float
 
@@ -114,11 +115,14 @@ class BatchReport:
             stored=stored.outcome.inserted,
             escalated=stored.outcome.escalations,
             duplicates=tuple(stored.outcome.duplicates),
-            dead_letters=inferred.rejections,
+            dead_letters=(*inferred.rejections, *(refusal.rejection() for refusal in stored.outcome.refused)),
             padded_tokens=inferred.padded_tokens,
             queue_wait_s=inferred.queue_wait_s,
             stage_s=stage_s,
             record_timestamps_ms=tuple(r.timestamp_ms for r in records if r.timestamp_ms is not None),
+            timestamps_dropped=sum(
+                1 for c in inferred.classified if c.item.kafka_time is None and (c.item.record.timestamp_ms or -1) >= 0
+            ),
             committed=committed,
             finished_at_ms=time.time() * 1000,
         )
@@ -132,6 +136,7 @@ class BatchReport:
             "dead_lettered": len(self.dead_letters),
             "duplicates": len(self.duplicates),
             "padded_tokens": self.padded_tokens,
+            **({"timestamps_dropped": self.timestamps_dropped} if self.timestamps_dropped else {}),
             **{f"{stage}_ms": round(seconds * 1000, 2) for stage, seconds in self.stage_s.items()},
             "committed": self.committed,
         }
@@ -146,6 +151,7 @@ class Totals:
     duplicates: int = 0
     escalated: int = 0
     dead_lettered: int = 0
+    timestamps_dropped: int = 0
     published: dict[str, int] = field(default_factory=dict)  # outbox rows published, by kind (escalation, result)
     batches: int = 0
     # Seconds each stage was busy. Stages run in parallel, so these add up to more than the wall time.
@@ -157,6 +163,7 @@ class Totals:
         self.duplicates += len(report.duplicates)
         self.escalated += report.escalated
         self.dead_lettered += len(report.dead_letters)
+        self.timestamps_dropped += report.timestamps_dropped
         self.batches += 1
         for stage, seconds in report.stage_s.items():
             self.stage_s[stage] += seconds

@@ -5,6 +5,12 @@ is left out and its size given in `triage.value.omitted_bytes`). Headers (see sc
 error class, a readable message and the record's source topic, partition and offset.
 `flush()` waits for the broker's acknowledgements and hands back what was not delivered, so the
 caller can send it again; offsets are committed only once every dead letter is acknowledged.
+
+What the broker refuses for good is not retried forever. A dead letter too large for the topic
+(its `max.message.bytes`, or the broker's) is sent again without its value, with
+`triage.value.omitted_bytes` (the original stays on the input topic, at the offset the headers
+name). A dead-letter topic the worker may not write to (an ACL) raises `DeadLetterTopicRefused`:
+the worker stops with one line, since no retry can fix it.
 """
 
 from __future__ import annotations
@@ -16,8 +22,15 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
+from worker.contracts.errors import OperatorError
 from worker.contracts.values import Rejection
-from worker.runtime.delivery import await_delivery
+
+TOO_LARGE = {10, 18}  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
+NOT_ALLOWED = {29, 31}  # TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
+
+
+class DeadLetterTopicRefused(OperatorError):
+    """The broker will never take our dead letters (an ACL): the worker stops, naming the topic."""
 
 
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
@@ -29,6 +42,7 @@ def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
         ("triage.source.partition", str(record.partition).encode()),
         ("triage.source.offset", str(record.offset).encode()),
         ("triage.failed_at", datetime.now(timezone.utc).isoformat().encode()),
+        *((name, value.encode("utf-8", "replace")[:2000]) for name, value in rejection.extra_headers),
     ]
 
 
@@ -42,20 +56,44 @@ class DeadLetterSink:
         self.timeout_s = timeout_s
         self._in_flight: list[tuple[Rejection, FutureRecordMetadata | None]] = []
 
-    def send(self, rejections: Iterable[Rejection]) -> None:
+    def send(self, rejections: Iterable[Rejection], *, without_value: bool = False) -> None:
         for rejection in rejections:
             value, headers = rejection.record.value, dead_letter_headers(rejection)
-            if value is not None and len(value) > self.max_value_bytes:
-                # Larger than any request we may send: keep the record's place and size, not its bytes.
+            if value is not None and (without_value or len(value) > self.max_value_bytes):
+                # Larger than the broker takes: keep the record's place and size, not its bytes.
                 headers.append(("triage.value.omitted_bytes", str(len(value)).encode()))
                 value = None
             try:
                 future = self.producer.send(self.topic, key=rejection.record.key, value=value, headers=headers)
-            except KafkaError:  # no metadata / buffer full while the broker is away: retried by flush's caller
+            except KafkaError as exc:  # no metadata / buffer full while the broker is away: retried by flush's caller
+                if getattr(exc, "errno", None) in TOO_LARGE and value is not None:
+                    self.send([rejection], without_value=True)
+                    continue
                 future = None
             self._in_flight.append((rejection, future))
 
     def flush(self) -> list[Rejection]:
         """Wait for the broker's acknowledgements; returns the rejections that were not delivered."""
-        in_flight, self._in_flight = self._in_flight, []
-        return await_delivery(self.producer, in_flight, self.timeout_s)[1]
+        undelivered: list[Rejection] = []
+        stripped: set[int] = set()  # sent again without the value: too large once more means undeliverable
+        while self._in_flight:
+            in_flight, self._in_flight = self._in_flight, []
+            try:
+                self.producer.flush(timeout=self.timeout_s)
+            except KafkaError:
+                pass  # the futures say which records made it
+            for rejection, future in in_flight:
+                if future is not None and future.is_done and future.succeeded():
+                    continue
+                errno = getattr(future.exception, "errno", None) if future is not None and future.is_done else None
+                if errno in NOT_ALLOWED:
+                    raise DeadLetterTopicRefused(
+                        f"the broker refuses dead letters on {self.topic}: {type(future.exception).__name__}; "  # type: ignore[union-attr]
+                        "grant the worker's principal Write on it (see worker/docs/faults.md)"
+                    )
+                if errno in TOO_LARGE and id(rejection) not in stripped:
+                    stripped.add(id(rejection))
+                    self.send([rejection], without_value=True)  # goes round this loop once more
+                    continue
+                undelivered.append(rejection)
+        return undelivered

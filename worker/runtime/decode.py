@@ -1,12 +1,20 @@
 """Decode: turn the bytes of one Kafka record into a FeedbackItem, or a Rejection with a reason.
 
 Never raises on input. Every way a payload can be wrong maps to a stable `ErrorClass` that
-travels in the dead-letter headers (see worker/contracts/errors.py).
+travels in the dead-letter headers (see worker/contracts/errors.py). The rules PostgreSQL would
+enforce at store time, and that are cheap to check here, are checked here: no NaN or infinite
+number anywhere (`1e400` parses as infinity), no NUL or unpaired surrogate, no `created_at` offset
+beyond PostgreSQL's +-15:59. What slips through anyway is isolated by the store (see store).
+A record whose Kafka timestamp no datetime can hold (microseconds written as milliseconds) keeps
+its event: it is stored without the timestamp.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from datetime import datetime, timedelta, timezone
 
 from pydantic import ValidationError
 
@@ -36,7 +44,7 @@ class Decoder:
         except UnicodeDecodeError as exc:
             return reject(ErrorClass.INVALID_UTF8, f"value is not UTF-8: {exc.reason} at byte {exc.start}")
         try:
-            payload = json.loads(decoded_text, parse_constant=_reject_constant)
+            payload = json.loads(decoded_text, parse_constant=_reject_constant, parse_float=_finite_float)
         except RecursionError:
             return reject(ErrorClass.INVALID_JSON, "JSON is nested too deeply")
         except ValueError as exc:
@@ -55,16 +63,54 @@ class Decoder:
             return reject(ErrorClass.INVALID_EVENT, _summarise(exc))
         if not event.text.strip():
             return reject(ErrorClass.EMPTY_TEXT, "text is blank")
+        offset = event.created_at.utcoffset() if event.created_at else None
+        if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+            return reject(ErrorClass.INVALID_EVENT, f"created_at: UTC offset {offset} is beyond PostgreSQL's +-15:59")
         return FeedbackItem(
             record=record,
-            event_id=event.event_id or f"{record.topic}:{record.partition}:{record.offset}",
+            event_id=event.event_id or derived_event_id(record),
             text=event.text,
             source=event.source,
             product=event.product,
             customer_id=event.customer_id,
             created_at=event.created_at,
             metadata=event.metadata,
+            kafka_time=kafka_time(record.timestamp_ms),
         )
+
+
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
+
+
+def derived_event_id(record: RawRecord) -> str:
+    """The id of an event that brings none: where it sits, and a digest of its bytes.
+
+    A replay of the same record keeps its id; a new record at the same place (a topic recreated, a
+    cluster failed over and its offsets started again) gets a new one instead of passing for a
+    duplicate of the old row and being skipped.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(record.key or b"")
+    digest.update(b"\x00")
+    digest.update(record.value or b"")
+    return f"{record.topic}:{record.partition}:{record.offset}:{digest.hexdigest()}"
+
+
+def kafka_time(timestamp_ms: int | None) -> datetime | None:
+    """A record's timestamp as a datetime; None when there is none (-1) or no datetime can hold it."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
+    except (OverflowError, OSError, ValueError):  # past year 9999
+        return None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range (JSONB holds no infinity)")
+    return value
 
 
 def _reject_constant(name: str) -> None:

@@ -3,6 +3,11 @@
 `/metrics` is the Prometheus text format, `/healthz` answers while the process runs (also during a
 long model load), and `/readyz` answers 200 only when every readiness check passes (database
 reachable and at the migrations' head, broker reachable, model loaded), 503 with the failing checks otherwise.
+
+The server is small and defensive: it listens on TRIAGE_METRICS_HOST, serves at most
+MAX_CONNECTIONS at once (a connection beyond that is closed at once rather than given a thread),
+and drops a connection that sends nothing for REQUEST_TIMEOUT_S, so idle or slow clients cannot
+pile up threads.
 """
 
 from __future__ import annotations
@@ -22,6 +27,30 @@ from sqlalchemy.exc import DBAPIError
 from worker.runtime.schema import schema_state
 
 ReadyCheck = Callable[[], Mapping[str, bool]]
+MAX_CONNECTIONS = 16
+REQUEST_TIMEOUT_S = 5.0
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # busy: the client tries again, no thread is spent on it
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class HealthServer:
@@ -29,6 +58,8 @@ class HealthServer:
 
     def __init__(self, port: int, registry: CollectorRegistry, ready: ReadyCheck, host: str = "0.0.0.0") -> None:
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT_S  # the socket's: a client that sends nothing is dropped
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -53,8 +84,7 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - scrapes stay out of the logs
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = BoundedHTTPServer((host, port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
 

@@ -5,6 +5,11 @@
     and once at start:                create this week's and next week's results partition,
                                       drop the weeks older than TRIAGE_RESULTS_RETENTION (partitions)
 
+The deletes keep pace with the worker: each tidy deletes PRUNE_BATCH rows at a time until none is
+left or TIDY_BUDGET_S is spent (a worker at 2,000 events/s with a results topic publishes 240,000
+outbox rows a minute). What is still left then is the chore's backlog, exported as
+`triage_housekeeping_backlog{chore}`. Expiry is reckoned by the database's clock, not the host's.
+
 Every worker runs it; the chores that change shared state take an advisory lock, so two workers
 never do the same one at once. A chore that fails is logged (`<chore>_failed`) and tried again on
 its next turn; the others go on. Built in wiring; started and stopped by the runner like every
@@ -16,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from sqlalchemy import Engine, text
 
@@ -29,24 +34,43 @@ from worker.runtime.rollups import FOLD_INTERVAL_S, fold
 log = get_logger("worker.housekeeping")
 
 TIDY_INTERVAL_S = 60.0
+TIDY_BUDGET_S = 20.0
 PRUNE_BATCH = 10_000
 PRUNE = """
     DELETE FROM escalation_outbox WHERE id IN (
         SELECT id FROM escalation_outbox
-        WHERE published_at IS NOT NULL AND published_at < :before
+        WHERE published_at IS NOT NULL AND published_at < now() - cast(:retention as interval)
         LIMIT :limit FOR UPDATE SKIP LOCKED
     )
 """
+PRUNABLE = """
+    SELECT count(*) FROM escalation_outbox
+    WHERE published_at IS NOT NULL AND published_at < now() - cast(:retention as interval)
+"""
 
 
-def prune_outbox(engine: Engine, retention: timedelta | None) -> int:
-    """Delete rows published longer ago than `retention`, at most PRUNE_BATCH; returns how many.
-    A row not yet published is never deleted."""
+@dataclass(frozen=True)
+class Pruned:
+    deleted: int
+    left: int  # rows still past the retention when the time ran out; 0 when every one was deleted
+
+
+def prune_outbox(engine: Engine, retention: timedelta | None, budget_s: float = TIDY_BUDGET_S) -> Pruned:
+    """Delete rows published longer ago than `retention` (by the database's clock), PRUNE_BATCH at a
+    time, until none is left or `budget_s` is spent. A row not yet published is never deleted."""
     if retention is None:
-        return 0
-    with engine.begin() as connection:
-        before = datetime.now(timezone.utc) - retention
-        return int(connection.execute(text(PRUNE), {"before": before, "limit": PRUNE_BATCH}).rowcount)
+        return Pruned(0, 0)
+    started, deleted = time.monotonic(), 0
+    params = {"retention": retention, "limit": PRUNE_BATCH}
+    while True:
+        with engine.begin() as connection:
+            count = int(connection.execute(text(PRUNE), params).rowcount)
+        deleted += count
+        if count < PRUNE_BATCH:
+            return Pruned(deleted, 0)
+        if time.monotonic() - started >= budget_s:
+            with engine.connect() as connection:
+                return Pruned(deleted, int(connection.execute(text(PRUNABLE), params).scalar_one()))
 
 
 @dataclass
@@ -67,6 +91,7 @@ class Housekeeping:
         self.engine = engine
         self.partitions = partitions
         self.outbox_retention = outbox_retention
+        self.backlog: dict[str, int] = {"outbox_prune": 0, "result_ids": 0}
         self.chores = [
             Chore("rollup_fold", FOLD_INTERVAL_S, self.fold_rollups, due=time.monotonic() + FOLD_INTERVAL_S),
             Chore("outbox_prune", TIDY_INTERVAL_S, self.prune_outbox),
@@ -90,12 +115,14 @@ class Housekeeping:
 
     def prune_outbox(self) -> None:
         pruned = prune_outbox(self.engine, self.outbox_retention)
-        if pruned:
-            log.info("outbox_pruned", count=pruned)
+        self.backlog["outbox_prune"] = pruned.left
+        if pruned.deleted:
+            log.info("outbox_pruned", count=pruned.deleted, left=pruned.left)
 
     def keep_partitions(self) -> None:
         self.partitions.ensure_partitions()
         dropped = self.partitions.drop_expired()
+        self.backlog["result_ids"] = int(dropped.ids_left)
         if dropped.partitions or dropped.ids:
             log.info("results_expired", partitions=dropped.partitions, ids_forgotten=dropped.ids)
 
@@ -103,4 +130,9 @@ class Housekeeping:
 def housekeeping_loop(housekeeping: Housekeeping) -> Periodic:
     """Housekeeping as a background loop: a round every second (the shortest chore interval)."""
     interval_s = min(chore.every_s for chore in housekeeping.chores)
-    return Periodic("housekeeping", StageName.HOUSEKEEPING, lambda: housekeeping.round(), interval_s)
+
+    def round() -> dict[str, int]:
+        housekeeping.round()
+        return {}
+
+    return Periodic("housekeeping", StageName.HOUSEKEEPING, round, interval_s, backlog=lambda: housekeeping.backlog)

@@ -35,6 +35,11 @@ class Metrics:
             "triage_events_dead_lettered", "Events sent to the dead-letter topic", ["reason"], registry=r
         )
         self.duplicates = Counter("triage_events_duplicate", "Events whose event_id was already stored", registry=r)
+        self.timestamps_dropped = Counter(
+            "triage_kafka_timestamps_dropped",
+            "Events stored without their Kafka timestamp, which no datetime can hold (e.g. microseconds)",
+            registry=r,
+        )
         self.published = {  # by outbox kind
             "escalation": Counter(
                 "triage_escalations_published", "Escalations published to the escalation topic", registry=r
@@ -87,6 +92,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.housekeeping_backlog = Gauge(
+            "triage_housekeeping_backlog",
+            "Rows a housekeeping chore could not get through in its last round (0: it keeps pace)",
+            ["chore"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.model = Gauge(  # an info metric (value 1); prometheus-client's Info has no multiprocess mode
             "triage_model_info",
             "The model being served",
@@ -104,6 +116,7 @@ class Metrics:
         self.stored.inc(report.stored)
         self.escalated.inc(report.escalated)
         self.duplicates.inc(len(report.duplicates))
+        self.timestamps_dropped.inc(report.timestamps_dropped)
         for rejection in report.dead_letters:
             self.dead_lettered.labels(str(rejection.error_class)).inc()
         self.batch_events.observe(report.events)
@@ -113,14 +126,16 @@ class Metrics:
             self.stage_seconds.labels(str(stage)).observe(seconds)
             self.stage_busy.labels(str(stage)).inc(seconds)
         for timestamp_ms in report.record_timestamps_ms:
-            if timestamp_ms >= 0:
+            if 0 <= timestamp_ms <= report.finished_at_ms + 86_400_000:  # not microseconds, not the far future
                 self.end_to_end.observe(max(report.finished_at_ms - timestamp_ms, 0.0) / 1000)
 
     def observe_round(self, report: RoundReport) -> None:
-        """One round of a background loop (relay, housekeeping): its busy time and what it published."""
+        """One round of a background loop (relay, housekeeping): its busy time, what it published, its backlog."""
         self.stage_busy.labels(str(report.stage)).inc(report.busy_s)
         for kind, count in report.published.items():
             self.published[kind].inc(count)
+        for chore, left in report.backlog.items():
+            self.housekeeping_backlog.labels(chore).set(left)
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         now = {(topic, str(partition)): behind for (topic, partition), behind in lag.items()}

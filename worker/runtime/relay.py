@@ -7,13 +7,19 @@ sending the same row twice in the normal case, sends each to its kind's topic ke
 and marks it published only after the broker acknowledged it. If Kafka is down the rows stay
 pending and are retried on the next round. Delivery is at least once: consumers de-duplicate on
 the message key (the event_id). Rows of a kind with no topic (results left from a time when a
-results topic was set) wait for one. The relay runs as a background loop (see background), a
-round every RELAY_INTERVAL_S and once more at a clean stop; deleting published rows is
-housekeeping's job (see housekeeping).
+results topic was set) wait for one.
+
+Each row names its topic (migration 0008), and a relay publishes only rows for its own topics, so
+two deployments on one database never publish each other's rows. Each kind is published on its
+own: a kind whose topic fails (a results topic that does not exist, say) backs off, up to
+KIND_BACKOFF_MAX_S, while the others go on every round. The relay runs as a background loop (see
+background), a round every RELAY_INTERVAL_S and once more at a clean stop; deleting published
+rows is housekeeping's job (see housekeeping).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +28,7 @@ from datetime import datetime, timezone
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
-from sqlalchemy import Engine, Text, cast, select, update
+from sqlalchemy import Engine, Text, cast, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from worker.contracts.tables import escalation_outbox
@@ -35,6 +41,7 @@ from worker.runtime.failpoints import failpoint
 log = get_logger("worker.relay")
 
 RELAY_INTERVAL_S = 0.25
+KIND_BACKOFF_MAX_S = 30.0
 # How each outbox kind is named in logs: `escalations_published`, `results_published`, ...
 PLURAL = {"escalation": "escalations", "result": "results"}
 
@@ -62,15 +69,22 @@ class OutboxRelay:
         self.topics = dict(topics)  # outbox kind -> topic
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+        self._failures = dict.fromkeys(self.topics, 0)  # consecutive failed rounds, by kind
+        self._next_try = dict.fromkeys(self.topics, 0.0)  # time.monotonic() a failing kind is tried again
 
-    def publish_pending(self) -> Delivery:
-        """Publish one batch of pending rows (oldest first)."""
+    def publish_pending(self, kind: str) -> Delivery:
+        """Publish one batch of pending rows of `kind` (oldest first) to its topic."""
         outbox = escalation_outbox.c
+        topic = self.topics[kind]
         with self.engine.begin() as connection:
             rows = connection.execute(
                 # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
                 select(outbox.id, outbox.event_id, outbox.kind, cast(outbox.payload, Text).label("payload"))
-                .where(outbox.published_at.is_(None), outbox.kind.in_(list(self.topics)))
+                .where(
+                    outbox.published_at.is_(None),
+                    outbox.kind == kind,
+                    or_(outbox.topic.is_(None), outbox.topic == topic),  # this deployment's rows only
+                )
                 .order_by(outbox.id)
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
@@ -83,7 +97,7 @@ class OutboxRelay:
             for row in rows:
                 try:
                     future = self.producer.send(
-                        self.topics[row.kind],
+                        topic,
                         key=row.event_id.encode("utf-8"),
                         value=row.payload.encode("utf-8"),
                     )
@@ -111,25 +125,39 @@ class OutboxRelay:
         return Delivery(Counter(kinds[i] for i in sent), Counter(kinds[i] for i in failed))
 
     def publish_all(self) -> dict[str, int]:
-        """Publish batches until none is pending or one fails; returns what was published, by kind.
+        """Publish every kind whose turn it is; returns what was published, by kind."""
+        published: dict[str, int] = {}
+        for kind in self.topics:
+            if time.monotonic() < self._next_try[kind]:
+                continue
+            count, ok = self._publish_kind(kind)
+            published[kind] = count
+            self._failures[kind] = 0 if ok else self._failures[kind] + 1
+            delay = 0.0 if ok else min(RELAY_INTERVAL_S * 2 ** self._failures[kind], KIND_BACKOFF_MAX_S)
+            self._next_try[kind] = time.monotonic() + delay
+        return published
 
-        Errors are logged, not raised: the outbox keeps the rows for the next round."""
-        published: Counter[str] = Counter()
+    def _publish_kind(self, kind: str) -> tuple[int, bool]:
+        """Batches of `kind` until none is pending or one fails; returns (published, all went well).
+
+        Errors are logged, not raised: the outbox keeps the rows for the next try."""
+        name, total = PLURAL.get(kind, kind), 0
         try:
             while True:
-                delivery = self.publish_pending()
-                published += delivery.published
-                for kind, count in delivery.published.items():
-                    log.info(f"{PLURAL.get(kind, kind)}_published", count=count, failed=delivery.failed[kind])
-                for kind, count in delivery.failed.items():
-                    log.warning(f"{PLURAL.get(kind, kind)}_unpublished", count=count)
-                if not delivery.published or delivery.failed:
-                    break
+                delivery = self.publish_pending(kind)
+                total += delivery.published[kind]
+                if delivery.published[kind]:
+                    log.info(f"{name}_published", count=delivery.published[kind], failed=delivery.failed[kind])
+                if delivery.failed[kind]:
+                    log.warning(f"{name}_unpublished", count=delivery.failed[kind], topic=self.topics[kind])
+                    return total, False
+                if not delivery.published[kind]:
+                    return total, True
         except DBAPIError as exc:  # the class alone: a statement's parameters may hold customer text
-            log.warning("relay_failed", error=type(exc.orig).__name__)
+            log.warning("relay_failed", kind=kind, error=type(exc.orig).__name__)
         except Exception as exc:  # noqa: BLE001 - the outbox keeps the rows; try again next round
-            log.error("relay_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        return dict(published)
+            log.error("relay_failed", kind=kind, error=f"{type(exc).__name__}: {exc}"[:500])
+        return total, False
 
 
 def relay_loop(relay: OutboxRelay, interval_s: float = RELAY_INTERVAL_S) -> Periodic:

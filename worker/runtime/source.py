@@ -11,9 +11,11 @@ is refused, so the listener is async and awaits the commit instead. While the wo
 pipeline is full (a slow stage, or a dependency down) it pauses every partition and keeps
 polling: it stays in the group without fetching more.
 
-A batch the client cannot read (its CRC does not match, or its codec is unknown) raises
-`UnreadableBatch`, naming the topic, partition and offset where kafka-python says them. Nothing
-is skipped: the worker stops with a clear error instead of a crash loop of tracebacks.
+A batch the client cannot read (its CRC does not match, its codec is unknown, or a record's
+header key is not UTF-8, which kafka-python reports as a CorruptRecordError after handing back the
+records before it) raises `UnreadableBatch`, naming the topic, partition and offset where
+kafka-python says them. Nothing is skipped: the worker stops with a clear error instead of a
+crash loop of tracebacks.
 """
 
 from __future__ import annotations

@@ -125,8 +125,9 @@ class InferStage(Generic[E]):
 class StoreStage:
     """Send dead letters, store results and outbox rows in one transaction, await the dead letters.
 
-    While PostgreSQL or the broker is down it waits with backoff; nothing of this batch is
-    committed meanwhile, so a crash or an abandon replays it.
+    Records whose values the database refused (see store) become dead letters too. While
+    PostgreSQL or the broker is down it waits with backoff; nothing of this batch is committed
+    meanwhile, so a crash or an abandon replays it.
     """
 
     name = StageName.STORE
@@ -145,6 +146,7 @@ class StoreStage:
         outcome = retry(
             lambda: self.writer.write(batch.classified), backoff=self.backoff, abandon=self.abandon, event="store_retry"
         )
+        self.dead_letters.send(refusal.rejection() for refusal in outcome.refused)
         failpoint("after_store")
         retry(self._deliver_dead_letters, backoff=self.backoff, abandon=self.abandon, event="dead_letter_retry")
         return Stored(batch, outcome, timed(batch.timings, self.name, started))

@@ -11,15 +11,22 @@ The batch travels by COPY into a temporary staging table, then one statement mov
 an escalation for each escalated one and, with a results topic, a result for every one.
 A trigger adds the inserted rows to the hourly rollups in the same transaction (migration 0004).
 That is about 2.5x faster than a multi-row INSERT of the same rows (see worker/docs/performance.md).
-A lost connection or a database that refuses connections raises `Unavailable` (the caller waits
-and tries again); any other database error is raised as it is.
+
+What the database says no to is sorted by its SQLSTATE (see dberrors):
+- an outage (a lost connection, a read-only database after a failover, a full disk, a statement or
+  lock timeout, a deadlock) raises `Unavailable`: the caller waits and tries the whole batch again;
+- values it refuses (a data exception or a constraint, classes 22 and 23) cost the batch one
+  statement, not the worker: the batch is halved and each half written on its own, down to the
+  single records the database refuses. Those come back in `StoreOutcome.refused`, for the
+  dead-letter topic, and the rest is stored. Only a failing batch pays for the extra statements;
+- a schema or privilege problem raises `DatabaseMisconfigured`: the worker stops with one line.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,8 +34,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from worker.contracts.tables import feedback_results
-from worker.contracts.values import ClassifiedItem, StoreOutcome, StoreText
+from worker.contracts.values import ClassifiedItem, Refusal, StoreOutcome, StoreText
 from worker.contracts.wire import EscalationEvent, TriageResult
+from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
 from worker.runtime.retry import Unavailable
 
 # The columns the worker writes, in COPY order: all of the table's but the key, the generated
@@ -55,11 +63,13 @@ WITH new_ids AS (
     SELECT {_COLUMN_LIST} FROM triage_staging JOIN new_ids USING (event_id)
     RETURNING event_id
 ), outboxed AS (
-    INSERT INTO escalation_outbox (event_id, kind, payload, created_at, attempts)
-    SELECT staged.event_id, outgoing.kind, outgoing.payload, %(now)s, 0
+    INSERT INTO escalation_outbox (event_id, kind, topic, payload, created_at, attempts)
+    SELECT staged.event_id, outgoing.kind, outgoing.topic, outgoing.payload, %(now)s, 0
     FROM triage_staging AS staged JOIN inserted USING (event_id)
-    CROSS JOIN LATERAL (VALUES ('escalation', staged.escalation_payload), ('result', staged.result_payload))
-        AS outgoing (kind, payload)
+    CROSS JOIN LATERAL (
+        VALUES ('escalation', CAST(%(escalation_topic)s AS text), staged.escalation_payload),
+               ('result', CAST(%(result_topic)s AS text), staged.result_payload)
+    ) AS outgoing (kind, topic, payload)
     WHERE outgoing.payload IS NOT NULL
     ON CONFLICT (event_id, kind) DO NOTHING
     RETURNING kind
@@ -106,13 +116,22 @@ def triage_result(result: ClassifiedItem, processed_at: datetime, include_text: 
 
 
 class ResultStore:
-    def __init__(self, engine: Engine, *, store_text: StoreText = "all", publish_results: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        store_text: StoreText = "all",
+        publish_results: bool = False,
+        topics: Mapping[str, str] | None = None,
+    ) -> None:
         self.engine = engine
         self.store_text = store_text
         self.publish_results = publish_results  # an outbox row of kind `result` for every result
+        self.topics = dict(topics or {})  # outbox kind -> the topic each row names (see relay)
 
     def write(self, results: Sequence[ClassifiedItem], now: datetime | None = None) -> StoreOutcome:
-        """Insert results and outbox rows atomically; returns what was new. `now` (processed_at) is for tests."""
+        """Insert results and outbox rows atomically; returns what was new and what the database
+        refused. `now` (processed_at) is for tests."""
         unique: dict[str, ClassifiedItem] = {}
         duplicates: list[str] = []
         for result in results:
@@ -123,25 +142,54 @@ class ResultStore:
         if not unique:
             return StoreOutcome(0, 0, tuple(duplicates))
         now = now or datetime.now(timezone.utc)
+        inserted, escalations, refused = self._write_isolating(list(unique.values()), now)
+        duplicates.extend(
+            event_id
+            for event_id in unique
+            if event_id not in inserted and event_id not in {r.event_id for r in refused}
+        )
+        return StoreOutcome(len(inserted), escalations, tuple(duplicates), tuple(refused))
+
+    def _write_isolating(self, results: list[ClassifiedItem], now: datetime) -> tuple[set[str], int, list[Refusal]]:
+        """One transaction for `results`; if the database refuses a value in it, halve and retry each
+        half, down to the single records it refuses."""
+        try:
+            inserted, escalations = self._transaction(results, now)
+            return inserted, escalations, []
+        except DBAPIError as exc:
+            error = classify(exc)
+            if error.kind is Kind.OUTAGE:
+                raise Unavailable(f"database: {error.name} (SQLSTATE {error.sqlstate})") from None
+            if error.kind is Kind.OPERATOR:
+                raise DatabaseMisconfigured(error) from None
+            if len(results) == 1:
+                item = results[0].item
+                return set(), 0, [Refusal(item.event_id, item.record, error.sqlstate or "", error.name, error.message)]
+        half = len(results) // 2
+        first = self._write_isolating(results[:half], now)
+        second = self._write_isolating(results[half:], now)
+        return first[0] | second[0], first[1] + second[1], first[2] + second[2]
+
+    def _transaction(self, results: list[ClassifiedItem], now: datetime) -> tuple[set[str], int]:
         staged = io.StringIO()
-        for result in unique.values():
+        for result in results:
             row = self._row(result, now)
             escalation = self._escalation_payload(result, now)
             outcome = triage_result(result, now, self.keeps_text(result)) if self.publish_results else None
             staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome]))
         staged.seek(0)
-        try:
-            with self.engine.begin() as connection:
-                connection.exec_driver_sql(CREATE_STAGING)
-                _copy(connection, COPY_STAGING, staged)
-                inserted_ids, escalations = connection.exec_driver_sql(MOVE_STAGED, {"now": now}).one()
-        except DBAPIError as exc:
-            if is_transient(exc):
-                raise Unavailable(f"database: {type(exc.orig).__name__}") from exc
-            raise
-        inserted = set(inserted_ids)
-        duplicates.extend(event_id for event_id in unique if event_id not in inserted)
-        return StoreOutcome(inserted=len(inserted), escalations=escalations, duplicates=tuple(duplicates))
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(CREATE_STAGING)
+            _copy(connection, COPY_STAGING, staged)
+            inserted_ids, escalations = connection.exec_driver_sql(
+                MOVE_STAGED,
+                {
+                    "now": now,
+                    "escalation_topic": self.topics.get("escalation"),
+                    "result_topic": self.topics.get("result"),
+                },
+            ).one()
+        return set(inserted_ids), int(escalations)
 
     def _row(self, result: ClassifiedItem, now: datetime) -> dict[str, object]:
         record = result.item.record
@@ -154,11 +202,7 @@ class ResultStore:
             "kafka_topic": record.topic,
             "kafka_partition": record.partition,
             "kafka_offset": record.offset,
-            "kafka_timestamp": (
-                datetime.fromtimestamp(record.timestamp_ms / 1000, timezone.utc)
-                if record.timestamp_ms is not None and record.timestamp_ms >= 0
-                else None
-            ),
+            "kafka_timestamp": result.item.kafka_time,
             "inference_ms": result.inference_ms,
             "batch_size": result.batch_size,
             "metadata": result.item.metadata,
@@ -173,11 +217,6 @@ class ResultStore:
     def keeps_text(self, result: ClassifiedItem) -> bool:
         """TRIAGE_STORE_TEXT: every text, only escalated ones (the ones a human reads), or none."""
         return self.store_text == "all" or (self.store_text == "escalated" and result.decision.escalate)
-
-
-def is_transient(exc: DBAPIError) -> bool:
-    """Connection-level failures are worth retrying; constraint or SQL errors are not."""
-    return bool(exc.connection_invalidated) or type(exc.orig).__name__ in {"OperationalError", "InterfaceError"}
 
 
 def copy_line(values: Iterable[object]) -> str:

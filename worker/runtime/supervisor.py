@@ -70,6 +70,9 @@ def supervise(settings: Settings) -> int:
             engine.dispose()
 
 
+OPERATOR_EXITS = (2, 3)
+
+
 def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, metrics_dir: str) -> int:
     exit_code, ended = 0, set[int]()
     while len(ended) < len(children):
@@ -81,7 +84,9 @@ def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, me
             multiprocess.mark_process_dead(child.pid, metrics_dir)
             if not stopping.is_set():
                 log.error("worker_process_died", pid=child.pid, exit_code=code)
-                exit_code = CHILD_DIED_EXIT
+                # A child's own verdict for the operator (2: change something; 3: an unreadable
+                # batch, reset the offset) is passed through; any other death is CHILD_DIED_EXIT.
+                exit_code = code if code in OPERATOR_EXITS else CHILD_DIED_EXIT
                 stopping.set()
                 _terminate(children)
             elif code != 0 and exit_code == 0:
@@ -112,7 +117,7 @@ def _serve_metrics(
             "workers": all(child.poll() is None for child in children),
         }
     )
-    server = HealthServer(settings.metrics_port, registry, ready).start()
+    server = HealthServer(settings.metrics_port, registry, ready, host=settings.metrics_host).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server
 

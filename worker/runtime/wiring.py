@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from worker.contracts.errors import OperatorError
 from worker.logs import get_logger
 from worker.runtime.batcher import MicroBatcher
+from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
 from worker.runtime.deadletter import DeadLetterSink
 from worker.runtime.decode import Decoder
 from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
@@ -32,7 +33,7 @@ from worker.runtime.schema import SchemaState, schema_state
 from worker.runtime.shutdown import Shutdown
 from worker.runtime.source import KafkaSource
 from worker.runtime.stages import DecodeStage, InferStage, StoreStage, TokenizeStage
-from worker.runtime.store import ResultStore, is_transient
+from worker.runtime.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 from worker.settings import Settings
 
@@ -126,7 +127,10 @@ def build_runner(
     server = _start_health_server(settings, engine, metrics, loaded)
     try:
         schema = retry(
-            lambda: _schema_of(engine), backoff=backoff, abandon=shutdown.requested, event="waiting_for_database"
+            lambda: _schema_of(engine, settings),
+            backoff=backoff,
+            abandon=shutdown.requested,
+            event="waiting_for_database",
         )
         if not schema.at_head:
             raise OperatorError(schema.problem())
@@ -159,7 +163,12 @@ def build_runner(
         .then(InferStage(classifier, policy))
         .then(
             StoreStage(
-                ResultStore(engine, store_text=settings.store_text, publish_results=settings.results_topic is not None),
+                ResultStore(
+                    engine,
+                    store_text=settings.store_text,
+                    publish_results=settings.results_topic is not None,
+                    topics=outbox_topics(settings),
+                ),
                 dead_letters,
                 backoff,
                 shutdown.abandoned,
@@ -198,13 +207,16 @@ def outbox_topics(settings: Settings) -> dict[str, str]:
     return topics
 
 
-def _schema_of(engine: Engine) -> SchemaState:
+def _schema_of(engine: Engine, settings: Settings) -> SchemaState:
+    """The schema's state; an outage is waited out, a refusal (privileges, say) stops the worker."""
     try:
         return schema_state(engine)
     except DBAPIError as exc:
-        if is_transient(exc):
-            raise Unavailable(f"database: {type(exc.orig).__name__}: {str(exc.orig).strip()[:300]}") from exc
-        raise
+        error = classify(exc)
+        if error.kind is Kind.OUTAGE:
+            reason = settings.redact(str(exc.orig).strip()[:300])  # libpq's text may quote the host part of the URL
+            raise Unavailable(f"database: {error.name}: {reason}") from None
+        raise DatabaseMisconfigured(error) from None
 
 
 def _connect_to_broker(settings: Settings) -> tuple[KafkaProducer, KafkaConsumer]:
@@ -233,6 +245,6 @@ def _start_health_server(
         "model": loaded.is_set,
     }
     ready = CachedCheck(lambda: {name: check() for name, check in checks.items()})
-    server = HealthServer(settings.metrics_port, metrics.registry, ready).start()
+    server = HealthServer(settings.metrics_port, metrics.registry, ready, host=settings.metrics_host).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server

@@ -1,0 +1,127 @@
+"""The relay and the housekeeping against a real PostgreSQL and broker, under the conditions a review
+found: a results topic that cannot be written, a second deployment's rows in the same outbox, a
+backlog of 300,000 published rows, a canary with a mis-set retention, a host whose clock runs fast."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.integration.test_store import result
+from tests.services import ESCALATIONS, rows
+from worker.devtools.local_services import LocalBroker, read_topic
+from worker.runtime.housekeeping import PRUNE_BATCH, prune_outbox
+from worker.runtime.partitions import ResultPartitions
+from worker.runtime.relay import OutboxRelay
+from worker.runtime.store import ResultStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_results_topic_that_cannot_be_written_blocks_no_escalation(broker: LocalBroker, database_url: str) -> None:
+    from kafka import KafkaProducer
+
+    engine = create_engine(database_url)
+    topics = {"escalation": ESCALATIONS, "result": "results/unwritable"}  # Kafka refuses the name
+    store = ResultStore(engine, publish_results=True, topics=topics)
+    store.write([result(f"r-{i}", "negative", 0.9) for i in range(40)])
+    other = ResultStore(engine, topics={"escalation": "other-deployment.escalations"})  # same database
+    other.write([result(f"o-{i}", "negative", 0.9) for i in range(5)])
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", max_block_ms=2_000)
+    relay = OutboxRelay(engine, producer, topics)
+    started = time.monotonic()
+    for _ in range(3):
+        relay.publish_all()
+    assert time.monotonic() - started < 10
+    pending = dict(
+        rows(database_url, "select kind, count(*) from escalation_outbox where published_at is null group by 1")
+    )
+    assert pending == {"result": 40, "escalation": 5}  # ours went out; the results wait; the others' are not ours
+    keys = sorted(m.key.decode() for m in read_topic(broker.bootstrap_servers, ESCALATIONS))
+    assert keys == sorted(f"r-{i}" for i in range(40))
+    producer.close()
+    engine.dispose()
+
+
+def test_housekeeping_deletes_300000_published_rows_in_one_round(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into escalation_outbox (event_id, kind, topic, payload, created_at, published_at, attempts) "
+                "select 'h-' || i, 'result', 't', '{}'::jsonb, now() - interval '5 days', now() - interval '4 days', 1 "
+                "from generate_series(1, 300000) as i"
+            )
+        )
+        connection.execute(
+            text(
+                "insert into escalation_outbox (event_id, kind, payload, created_at, attempts) "
+                "select 'u-' || i, 'escalation', '{}'::jsonb, now() - interval '5 days', 0 "
+                "from generate_series(1, 100) i"
+            )
+        )
+    started = time.perf_counter()
+    pruned = prune_outbox(engine, timedelta(days=3), budget_s=120)
+    took = time.perf_counter() - started
+    print(f"housekeeping: {pruned.deleted} outbox rows in {took:.1f}s ({pruned.deleted / took:,.0f}/s)")
+    assert pruned.deleted == 300_000 and pruned.left == 0
+    assert rows(database_url, "select count(*) from escalation_outbox") == [(100,)]  # unpublished rows stay
+    # With too little time for the round, what is left is reported as the backlog.
+    with engine.begin() as connection:
+        connection.execute(text("update escalation_outbox set published_at = now() - interval '4 days'"))
+        connection.execute(
+            text(
+                "insert into escalation_outbox (event_id, kind, payload, created_at, published_at, attempts) "
+                "select 'b-' || i, 'result', '{}'::jsonb, now(), now() - interval '4 days', 1 "
+                "from generate_series(1, 3 * :batch) i"
+            ),
+            {"batch": PRUNE_BATCH},
+        )
+    behind = prune_outbox(engine, timedelta(days=3), budget_s=0)
+    assert behind.deleted == PRUNE_BATCH and behind.left == 2 * PRUNE_BATCH + 100
+    engine.dispose()
+
+
+def test_a_mis_set_retention_and_a_fast_clock_drop_no_current_week(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(database_url)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        for days in (28, 21, 14, 7, 0):
+            connection.execute(
+                text("select feedback_results_ensure_week(cast(:d as date))"), {"d": now - timedelta(days=days)}
+            )
+    store = ResultStore(engine)
+    for days in (21, 14, 7, 0):
+        store.write([result(f"w{days}-{i}", "positive", 0.9) for i in range(3)], now=now - timedelta(days=days))
+    deployment = ResultPartitions(engine, keep=timedelta(weeks=26))
+    assert deployment.drop_expired().partitions == []  # the first worker stores the deployment's retention
+    canary = ResultPartitions(engine, keep=timedelta(weeks=1))  # one worker set otherwise
+    with caplog.at_level(logging.WARNING):
+        assert canary.drop_expired().partitions == []  # it keeps the deployment's 26 weeks
+    assert canary.retention() == timedelta(weeks=26)
+    assert rows(database_url, "select value from triage_settings where name = 'results_retention'") == [
+        (str(26 * 7 * 86_400),)
+    ]
+    # A host whose clock runs 30 days fast changes nothing: expiry is reckoned by the database's clock
+    # (`now()` in SQL); neither module reads the host's.
+    import inspect
+
+    import worker.runtime.housekeeping as housekeeping_module
+    import worker.runtime.partitions as partitions_module
+
+    for module in (partitions_module, housekeeping_module):
+        assert "datetime.now" not in inspect.getsource(module) and "time.time" not in inspect.getsource(module)
+    with engine.begin() as connection:
+        connection.execute(text("update triage_settings set value = :v"), {"v": str(20 * 86_400)})
+    ResultPartitions(engine, keep=None).drop_expired()  # the deployment's 20 days, by the database's clock
+    kept = rows(
+        database_url, "select count(*) from feedback_results where event_id like 'w0-%' or event_id like 'w7-%'"
+    )
+    assert kept == [(6,)]
+    engine.dispose()
