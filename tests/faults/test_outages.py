@@ -20,17 +20,31 @@ from tests.services import (
 from worker.devtools.local_services import LocalBroker
 
 
-def set_database_reachable(server_url: str, database_url: str, reachable: bool) -> None:
-    """Refuse (or allow again) every connection to the test database and drop the open ones."""
+def alter_database(server_url: str, database_url: str, clause: str, end_sessions: bool = True) -> None:
+    """`alter database <the test database> <clause>`, then end its sessions so that new ones take it."""
     name = make_url(database_url).database
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'alter database "{name}" allow_connections {str(reachable).lower()}'))
-        if not reachable:
+        connection.execute(text(f'alter database "{name}" {clause}'))
+        if end_sessions:
             connection.execute(
                 text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :n"), {"n": name}
             )
     admin.dispose()
+
+
+def hold_outage(worker: WorkerProcess, committed: Callable[[], int], outage_s: float, what: str) -> None:
+    """Through an outage: the worker stays up and commits nothing (a commit under way may still land)."""
+    time.sleep(3)
+    committed_early = committed()
+    time.sleep(max(outage_s - 3, 1))
+    assert worker.process.poll() is None, f"the worker died under {what}: {worker.logs()[-2000:]}"
+    assert committed() == committed_early, f"offsets moved while nothing could be stored ({what})"
+
+
+def set_database_reachable(server_url: str, database_url: str, reachable: bool) -> None:
+    """Refuse (or allow again) every connection to the test database and drop the open ones."""
+    alter_database(server_url, database_url, f"allow_connections {str(reachable).lower()}", end_sessions=not reachable)
 
 
 def test_postgres_outage_pauses_commits_and_catches_up(
@@ -51,11 +65,7 @@ def test_postgres_outage_pauses_commits_and_catches_up(
     wait_until(lambda: rows() >= 300, 120, "progress before the outage")
     set_database_reachable(postgres_server_url, database_url, False)
     try:
-        time.sleep(3)  # a commit already under way may still land
-        committed_early = committed()
-        time.sleep(outage_s - 3)
-        assert worker.process.poll() is None, "the worker died during the outage"
-        assert committed() == committed_early, "offsets moved while nothing could be stored"
+        hold_outage(worker, committed, outage_s, "the database refusing connections")
     finally:
         set_database_reachable(postgres_server_url, database_url, True)
     drain_and_stop(worker, database_url, expected, 240, "catching up after the outage")

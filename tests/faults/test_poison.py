@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
+from tests.faults.test_outages import alter_database, hold_outage
 from tests.services import (
     DEAD_LETTERS,
     INPUT,
@@ -81,18 +81,6 @@ def test_a_poison_stream_is_stored_or_dead_lettered_and_the_worker_stays_up(
     assert report["rows_duplicated"] == 0
 
 
-def set_database(server_url: str, database_url: str, setting: str | None) -> None:
-    """`alter database ... set <setting>` (or reset all), then end its sessions so the new ones take it."""
-    name = make_url(database_url).database
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'alter database "{name}" ' + (f"set {setting}" if setting else "reset all")))
-        connection.execute(
-            text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :n"), {"n": name}
-        )
-    admin.dispose()
-
-
 def test_a_read_only_failover_then_a_statement_timeout_are_waited_out(
     broker: LocalBroker,
     database_url: str,
@@ -110,15 +98,11 @@ def test_a_read_only_failover_then_a_statement_timeout_are_waited_out(
     worker = start_worker(TRIAGE_RETRY_MAX_BACKOFF_S="1", **FAST_BATCHES)
     for setting, at in (("default_transaction_read_only = on", n // 8), ("statement_timeout = '1ms'", n // 2)):
         wait_until(lambda at=at: stored() >= at, 180, f"progress before {setting}")
-        set_database(postgres_server_url, database_url, setting)
+        alter_database(postgres_server_url, database_url, f"set {setting}")
         try:
-            time.sleep(3)  # a commit already under way may still land
-            committed_early = committed()
-            time.sleep(outage_s)
-            assert worker.process.poll() is None, f"the worker died under {setting}: {worker.logs()[-2000:]}"
-            assert committed() == committed_early, f"offsets moved while nothing could be stored ({setting})"
+            hold_outage(worker, committed, outage_s + 3, setting)
         finally:
-            set_database(postgres_server_url, database_url, None)
+            alter_database(postgres_server_url, database_url, "reset all")
     drain_and_stop(worker, database_url, expected, 300, "catching up after both")
     logs = worker.logs()
     assert "25006" in logs and "57014" in logs  # store_retry names the SQLSTATE it waited out

@@ -125,3 +125,26 @@ def test_a_mis_set_retention_and_a_fast_clock_drop_no_current_week(
     )
     assert kept == [(6,)]
     engine.dispose()
+
+
+def test_a_dead_letter_larger_than_a_request_may_be_goes_without_its_value(broker: LocalBroker) -> None:
+    """The real producer refuses the record itself (MESSAGE_TOO_LARGE, errno 10): it is sent again
+    without its value instead of being retried forever. (Tansu does not enforce a topic's
+    max.message.bytes, so the broker-side refusal is tested with a fake broker in tests/unit.)"""
+    from kafka import KafkaProducer
+
+    from tests.services import DEAD_LETTERS
+    from worker.contracts.errors import ErrorClass
+    from worker.contracts.values import RawRecord, Rejection
+    from worker.runtime.deadletter import DeadLetterSink
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", max_request_size=10_000)
+    sink = DeadLetterSink(producer, DEAD_LETTERS)
+    big = RawRecord("feedback.events", 1, 77, b"big", b"x" * 50_000)
+    sink.send([Rejection(big, ErrorClass.INVALID_JSON, "not JSON")])
+    assert sink.flush() == []
+    [letter] = read_topic(broker.bootstrap_servers, DEAD_LETTERS)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert letter.key == b"big" and letter.value is None
+    assert headers["triage.value.omitted_bytes"] == "50000" and headers["triage.source.offset"] == "77"
+    producer.close()
