@@ -9,7 +9,9 @@ import pytest
 
 from tests.checkpoints import CORPUS
 from tests.services import ESCALATIONS, INPUT, WorkerProcess, produce, scalar, wait_until
+from worker.contracts.values import RawRecord
 from worker.devtools.local_services import LocalBroker, read_topic
+from worker.runtime.decode import derived_event_id
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +27,10 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
             payload["event_id"] = f"crash-{i}"
         events.append((payload.get("event_id", "").encode() or None, json.dumps(payload).encode()))
     placed = produce(broker.bootstrap_servers, events)
-    expected = {key.decode() if key else f"{INPUT}:{p}:{o}" for (key, _), (p, o) in zip(events, placed, strict=True)}
+    expected = {
+        key.decode() if key else derived_event_id(RawRecord(INPUT, p, o, key, value))
+        for (key, value), (p, o) in zip(events, placed, strict=True)
+    }
     count = lambda: scalar(database_url, "select count(*) from feedback_results")  # noqa: E731
     small_batches = {"TRIAGE_MAX_BATCH_SIZE": "8", "TRIAGE_MAX_WAIT_MS": "5"}
 
