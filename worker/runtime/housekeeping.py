@@ -130,9 +130,6 @@ class Housekeeping:
 def housekeeping_loop(housekeeping: Housekeeping) -> Periodic:
     """Housekeeping as a background loop: a round every second (the shortest chore interval)."""
     interval_s = min(chore.every_s for chore in housekeeping.chores)
-
-    def round() -> dict[str, int]:
-        housekeeping.round()
-        return {}
-
-    return Periodic("housekeeping", StageName.HOUSEKEEPING, round, interval_s, backlog=lambda: housekeeping.backlog)
+    return Periodic(
+        "housekeeping", StageName.HOUSEKEEPING, housekeeping.round, interval_s, backlog=lambda: housekeeping.backlog
+    )

@@ -20,7 +20,6 @@ rows is housekeeping's job (see housekeeping).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,10 +47,10 @@ PLURAL = {"escalation": "escalations", "result": "results"}
 
 @dataclass(frozen=True)
 class Delivery:
-    """One batch of outbox rows handed to the broker: what it acknowledged and what it did not, by kind."""
+    """One batch of outbox rows of one kind handed to the broker: how many it acknowledged, how many not."""
 
-    published: Counter[str]
-    failed: Counter[str]
+    published: int
+    failed: int
 
 
 class OutboxRelay:
@@ -79,7 +78,7 @@ class OutboxRelay:
         with self.engine.begin() as connection:
             rows = connection.execute(
                 # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
-                select(outbox.id, outbox.event_id, outbox.kind, cast(outbox.payload, Text).label("payload"))
+                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"))
                 .where(
                     outbox.published_at.is_(None),
                     outbox.kind == kind,
@@ -90,8 +89,7 @@ class OutboxRelay:
                 .with_for_update(skip_locked=True)
             ).all()
             if not rows:
-                return Delivery(Counter(), Counter())
-            kinds = {row.id: row.kind for row in rows}
+                return Delivery(0, 0)
             pending: list[tuple[int, FutureRecordMetadata | None]] = []
             send_error = None
             for row in rows:
@@ -122,7 +120,7 @@ class OutboxRelay:
                     .where(outbox.id.in_(failed))
                     .values(attempts=outbox.attempts + 1, last_error=last_error)
                 )
-        return Delivery(Counter(kinds[i] for i in sent), Counter(kinds[i] for i in failed))
+        return Delivery(len(sent), len(failed))
 
     def publish_all(self) -> dict[str, int]:
         """Publish every kind whose turn it is; returns what was published, by kind."""
@@ -145,13 +143,13 @@ class OutboxRelay:
         try:
             while True:
                 delivery = self.publish_pending(kind)
-                total += delivery.published[kind]
-                if delivery.published[kind]:
-                    log.info(f"{name}_published", count=delivery.published[kind], failed=delivery.failed[kind])
-                if delivery.failed[kind]:
-                    log.warning(f"{name}_unpublished", count=delivery.failed[kind], topic=self.topics[kind])
+                total += delivery.published
+                if delivery.published:
+                    log.info(f"{name}_published", count=delivery.published, failed=delivery.failed)
+                if delivery.failed:
+                    log.warning(f"{name}_unpublished", count=delivery.failed, topic=self.topics[kind])
                     return total, False
-                if not delivery.published[kind]:
+                if not delivery.published:
                     return total, True
         except DBAPIError as exc:  # the class alone: a statement's parameters may hold customer text
             log.warning("relay_failed", kind=kind, error=type(exc.orig).__name__)
