@@ -24,6 +24,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from worker.contracts.errors import OperatorError
 from worker.contracts.values import Rejection
+from worker.runtime.delivery import outcomes
 
 TOO_LARGE = {10, 18}  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
 NOT_ALLOWED = {29, 31}  # TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
@@ -78,17 +79,13 @@ class DeadLetterSink:
         stripped: set[int] = set()  # sent again without the value: too large once more means undeliverable
         while self._in_flight:
             in_flight, self._in_flight = self._in_flight, []
-            try:
-                self.producer.flush(timeout=self.timeout_s)
-            except KafkaError:
-                pass  # the futures say which records made it
-            for rejection, future in in_flight:
-                if future is not None and future.is_done and future.succeeded():
+            for rejection, delivered, refusal in outcomes(self.producer, in_flight, self.timeout_s):
+                if delivered:
                     continue
-                errno = getattr(future.exception, "errno", None) if future is not None and future.is_done else None
+                errno = getattr(refusal, "errno", None)
                 if errno in NOT_ALLOWED:
                     raise DeadLetterTopicRefused(
-                        f"the broker refuses dead letters on {self.topic}: {type(future.exception).__name__}; "  # type: ignore[union-attr]
+                        f"the broker refuses dead letters on {self.topic}: {type(refusal).__name__}; "
                         "grant the worker's principal Write on it (see worker/docs/faults.md)"
                     )
                 if errno in TOO_LARGE and id(rejection) not in stripped:

@@ -15,24 +15,38 @@ from kafka.producer.future import FutureRecordMetadata
 T = TypeVar("T")
 
 
-def await_delivery(
+def outcomes(
     producer: KafkaProducer, pending: list[tuple[T, FutureRecordMetadata | None]], timeout_s: float
-) -> tuple[list[T], list[T], str | None]:
-    """Returns (delivered, undelivered, last error). A None future is a send that never started."""
+) -> list[tuple[T, bool, BaseException | None]]:
+    """Flush, then each item with whether the broker acknowledged it and, if it refused it, why.
+    A None future is a send that never started; an unfinished one was not acknowledged in time."""
     if not pending:
-        return [], [], None
+        return []
     try:
         producer.flush(timeout=timeout_s)
     except KafkaError:
         pass  # the futures below say which records made it
+    return [
+        (
+            item,
+            future is not None and future.is_done and future.succeeded(),
+            future.exception if future is not None and future.is_done else None,
+        )
+        for item, future in pending
+    ]
+
+
+def await_delivery(
+    producer: KafkaProducer, pending: list[tuple[T, FutureRecordMetadata | None]], timeout_s: float
+) -> tuple[list[T], list[T], str | None]:
+    """Returns (delivered, undelivered, last error). A None future is a send that never started."""
     delivered, undelivered, last_error = [], [], None
-    for item, future in pending:
-        if future is not None and future.is_done and future.succeeded():
+    for (item, ok, exc), (_, future) in zip(outcomes(producer, pending, timeout_s), pending, strict=True):
+        if ok:
             delivered.append(item)
             continue
         undelivered.append(item)
-        if future is not None and future.is_done:
-            exc = future.exception
+        if exc is not None:
             last_error = f"{type(exc).__name__}: {exc}"[:1000]
         elif future is not None:
             last_error = f"not acknowledged within {timeout_s}s"
