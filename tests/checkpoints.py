@@ -39,7 +39,16 @@ def vocabulary() -> list[str]:
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *words]
 
 
-def build_checkpoint(path: Path, id2label: dict[int, str], *, max_positions: int = 64, seed: int = 0) -> Path:
+def build_checkpoint(
+    path: Path,
+    id2label: dict[int, str],
+    *,
+    max_positions: int = 64,
+    seed: int = 0,
+    trainable: bool = False,
+) -> Path:
+    """By default the weights are wide (initializer range 0.5) and the head spread, so untrained
+    answers depend on the text; `trainable` keeps BERT's own initialisation (0.02), which trains."""
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -64,13 +73,14 @@ def build_checkpoint(path: Path, id2label: dict[int, str], *, max_positions: int
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=max_positions,
-        initializer_range=0.5,
+        initializer_range=0.02 if trainable else 0.5,
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
     )
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config).eval()
-    _calibrate_head(model, tokenizer)
+    if not trainable:
+        _calibrate_head(model, tokenizer)
     model.save_pretrained(path)
     return path
 

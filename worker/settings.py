@@ -71,6 +71,7 @@ class Settings(BaseSettings):
 
     # --- Model and batching ------------------------------------------------------------------
     model: str = "sm3455/bert-mlm-ft"
+    model_revision: str | None = None  # a hub branch, tag or commit to pin TRIAGE_MODEL to; unset: the default branch
     label_map: Annotated[dict[str, str] | None, NoDecode] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch_size: int | None = Field(None, ge=1, le=4096)  # None: chosen for the device (see model/encoding)
@@ -90,6 +91,12 @@ class Settings(BaseSettings):
     # --- Triage ------------------------------------------------------------------------------
     # Unset, a calibration's chosen threshold applies if it has one (see effective_threshold).
     low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)
+    # A share of the items not escalated that goes to the reviewers too, with reason `audit` (see runtime/triage).
+    audit_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    # A candidate model run on every batch beside TRIAGE_MODEL; its answers go to shadow_results only.
+    shadow_model: str | None = None
+    shadow_model_revision: str | None = None
+    shadow_calibration: str = "auto"  # as TRIAGE_CALIBRATION, for the shadow model
     max_text_chars: int = Field(20_000, ge=1)
     # Where the feedback text is kept: "all" (every result and escalation), "escalated" (only the
     # items a human reads), "none". true/false are read as all/none.

@@ -163,6 +163,19 @@ def test_folds_while_two_workers_write_and_acknowledge_count_everything_once(dat
     engine.dispose()
 
 
+TODAYS_COLUMNS_UP = """
+    alter table escalation_outbox add column topic text;
+    alter table feedback_results add column model_revision text, add column audit_sample boolean not null default false;
+    create table shadow_results (event_id text, processed_at timestamptz, model text, model_revision text,
+        calibration text, label text, score float8, negative_prob float8, escalated boolean, escalation_reason text)
+"""
+TODAYS_COLUMNS_DOWN = """
+    alter table escalation_outbox drop column topic;
+    alter table feedback_results drop column model_revision, drop column audit_sample;
+    drop table shadow_results
+"""
+
+
 def test_migration_0007_folds_on_the_way_down_and_counts_on_after_the_way_up(database_url: str) -> None:
     rng = random.Random(5)
     engine = create_engine(database_url)
@@ -172,14 +185,14 @@ def test_migration_0007_folds_on_the_way_down_and_counts_on_after_the_way_up(dat
     acknowledge(engine, escalated[:5], "rita")
     raw = rows(database_url, RAW_GROUP_BY)
     migrate.downgrade(database_url, "0006_weekly_partitions")
-    with engine.begin() as connection:  # today's store names each outbox row's topic (0008); 0006's trigger is the same
-        connection.execute(text("alter table escalation_outbox add column topic text"))
+    with engine.begin() as connection:  # what today's store writes beyond 0006 (0008, 0009); the trigger is the same
+        connection.execute(text(TODAYS_COLUMNS_UP))
     assert rows(database_url, FOLDED) == raw  # the pending counts were folded in
     store.write([item(rng, n) for n in range(100, 150)])  # 0006's trigger upserts the rollup itself
     acknowledge(engine, escalated[5:8], "rita")
     assert rows(database_url, FOLDED) == rows(database_url, RAW_GROUP_BY)
     with engine.begin() as connection:
-        connection.execute(text("alter table escalation_outbox drop column topic"))  # 0008 adds it back
+        connection.execute(text(TODAYS_COLUMNS_DOWN))  # 0008 and 0009 add them back
     migrate.upgrade(database_url)
     store.write([item(rng, n) for n in range(150, 200)])
     assert rows(database_url, "select count(*) > 0 from sentiment_rollup_pending") == [(True,)]

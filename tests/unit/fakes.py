@@ -126,6 +126,7 @@ class FakeModel:
     A `Model[list[str]]`: the same protocol the real classifier implements."""
 
     model_name = "fake-model"
+    revision = "dir:fake00000000"
     calibration_id = None
     max_batch_size = 4
 

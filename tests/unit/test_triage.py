@@ -29,3 +29,20 @@ def test_threshold_bounds() -> None:
     with pytest.raises(ValueError):
         TriagePolicy(1.5)
     assert not TriagePolicy(0.0).decide(prediction("positive", 0.5)).escalate
+
+
+def test_the_audit_sample_draws_a_share_of_the_items_not_escalated_by_their_ids() -> None:
+    policy = TriagePolicy(0.60, audit_sample_rate=0.2)
+    ids = [f"evt-{i}" for i in range(20_000)]
+    drawn = [policy.decide(prediction("positive", 0.95), event_id) for event_id in ids]
+    share = sum(d.audit for d in drawn) / len(ids)
+    assert 0.19 < share < 0.21
+    assert all(not d.escalate and d.reason is None for d in drawn)  # an audit is not an escalation
+    again = TriagePolicy(0.60, audit_sample_rate=0.2)  # another process, or a replay: the same draw
+    assert [again.decide(prediction("positive", 0.95), i).audit for i in ids] == [d.audit for d in drawn]
+    escalated = policy.decide(prediction("negative", 0.9), ids[0])
+    assert escalated.escalate and not escalated.audit
+    assert not any(TriagePolicy(0.60).decide(prediction("positive", 0.95), i).audit for i in ids[:1000])
+    assert all(TriagePolicy(0.60, 1.0).decide(prediction("positive", 0.95), i).audit for i in ids[:1000])
+    with pytest.raises(ValueError):
+        TriagePolicy(0.6, audit_sample_rate=1.5)

@@ -42,6 +42,7 @@ class Model(Protocol[E]):
     """What the stages need of a classifier."""
 
     model_name: str
+    revision: str  # which weights: `sha:` hub commit or `dir:` content digest (worker.model.identity)
     calibration_id: str | None  # names the calibration in every stored row
     max_batch_size: int
 

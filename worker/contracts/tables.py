@@ -32,6 +32,7 @@ feedback_results = Table(
     Column("escalated", Boolean, nullable=False),
     Column("escalation_reason", Text),
     Column("model", Text, nullable=False),
+    Column("model_revision", Text),  # the weights behind the score (see worker.model.identity); null before 0009
     Column("source", Text),
     Column("product", Text),
     Column("customer_id", Text),
@@ -52,6 +53,22 @@ feedback_results = Table(
     Column("reviewed_label", Text),  # set by `triage-worker ack --label`: what the reviewer decided
     Column("reviewed_by", Text),
     Column("reviewed_at", DateTime(timezone=True)),
+    Column("audit_sample", Boolean, nullable=False),  # sent to the reviewers as an audit (migration 0009)
+)
+
+shadow_results = Table(  # a shadow candidate's answers, stored with the results they shadow (migration 0009)
+    "shadow_results",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("model_revision", Text, primary_key=True),
+    Column("calibration", Text),
+    Column("label", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("negative_prob", Float, nullable=False),
+    Column("escalated", Boolean, nullable=False),  # what its policy would have done; it never escalates
+    Column("escalation_reason", Text),
 )
 
 result_ids = Table(  # the idempotency ledger: one row per event id stored, until retention prunes it

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from worker.contracts.errors import ErrorClass
 
 Sentiment = Literal["positive", "negative"]
-EscalationReason = Literal["negative", "low_confidence"]
+EscalationReason = Literal["negative", "low_confidence", "audit"]  # audit: drawn for the audit sample, not escalated
 StoreText = Literal["all", "escalated", "none"]  # TRIAGE_STORE_TEXT
 
 
@@ -80,6 +80,18 @@ class ClassificationFailure:
 class TriageDecision:
     escalate: bool
     reason: EscalationReason | None
+    audit: bool = False  # not escalated, but drawn for the audit sample: it goes to the reviewers too
+
+
+@dataclass(frozen=True)
+class ShadowAnswer:
+    """What a shadow candidate said about an item, and what its policy would have done: stored, never acted on."""
+
+    model: str
+    model_revision: str
+    calibration: str | None
+    prediction: Prediction
+    decision: TriageDecision
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,8 @@ class ClassifiedItem:
     inference_ms: float
     batch_size: int
     calibration: str | None = None  # the id of the calibration that produced the score; None: uncalibrated
+    model_revision: str | None = None  # the model's identity: hub commit or directory digest
+    shadow: ShadowAnswer | None = None  # the shadow candidate's answer, with TRIAGE_SHADOW_MODEL
 
 
 @dataclass(frozen=True)
@@ -122,3 +136,4 @@ class StoreOutcome:
     escalations: int
     duplicates: tuple[str, ...]  # event ids already stored, or repeated within the batch
     refused: tuple[Refusal, ...] = ()
+    audits: int = 0  # audit-sample items sent to the reviewers (not counted in `escalations`)

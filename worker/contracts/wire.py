@@ -63,6 +63,9 @@ class EscalationEvent(BaseModel):
     customer_id: str | None
     created_at: datetime | None
     model: str
+    model_revision: str | None = Field(
+        None, description="Which weights scored it: sha:<hub commit> or dir:<content digest>, 12 hex digits."
+    )
     text: str | None = Field(description="Null when TRIAGE_STORE_TEXT=none.")
     escalated_at: datetime
 
@@ -82,6 +85,9 @@ class TriageResult(BaseModel):
     escalated: bool
     reason: EscalationReason | None = Field(description="Why it was escalated; null when it was not.")
     model: str
+    model_revision: str | None = Field(
+        None, description="Which weights scored it: sha:<hub commit> or dir:<content digest>, 12 hex digits."
+    )
     source: str | None
     product: str | None
     customer_id: str | None

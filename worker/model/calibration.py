@@ -34,6 +34,7 @@ class Calibration:
     threshold: float | None = None  # chosen by calibrate for a target; None: the configured one
     threshold_rule: str | None = None  # e.g. "escalation precision >= 0.8"
     model: str = ""
+    revision: str = ""  # the model's identity when fitted (see `identity`); "" in files from before it was kept
     fitted: dict[str, Any] = field(default_factory=dict)  # how and on what it was fitted, for people
     id: str = ""  # set by `load`: a digest of the file
 
@@ -73,6 +74,7 @@ def load(path: Path) -> Calibration:
         threshold=None if threshold is None else float(threshold),
         threshold_rule=fields.get("threshold_rule"),
         model=str(fields.get("model", "")),
+        revision=str(fields.get("revision", "")),
         fitted=dict(fields.get("fitted") or {}),
         id=hashlib.sha256(raw).hexdigest()[:12],
     )

@@ -19,7 +19,7 @@ import torch
 
 from worker.contracts.inference import Answer, Inference, InferenceStats
 from worker.contracts.values import ClassificationFailure, Prediction
-from worker.model.calibration import Calibration, sigmoid
+from worker.model.calibration import Calibration, CalibrationError, sigmoid
 from worker.model.encoding import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
@@ -29,6 +29,7 @@ from worker.model.encoding import (
     Truncation,
     max_length_of,
 )
+from worker.model.identity import revision_of
 from worker.model.labels import normalise_labels
 from worker.model.loading import ModelLoadError, load, resolve_device
 
@@ -52,12 +53,21 @@ class SentimentClassifier:
         compile_model: bool = False,
         calibration: Calibration | None = None,
         truncation: Truncation = "head_tail",
+        revision: str | None = None,
     ) -> None:
         self.model_name = model
         self.calibration = calibration
         self.calibration_id = calibration.id if calibration else None
         self.temperature = calibration.temperature if calibration else 1.0
-        loaded = load(model, resolve_device(device))
+        loaded = load(model, resolve_device(device), revision=revision)
+        self.revision = revision_of(model, loaded.model.config)
+        if calibration is not None and calibration.revision and calibration.revision != self.revision:
+            raise CalibrationError(
+                f"calibration {calibration.id} was fitted on revision {calibration.revision} of "
+                f"{calibration.model or model}, but {model} is revision {self.revision}; "
+                "fit it again with `triage-worker calibrate` "
+                "(or set TRIAGE_CALIBRATION=off)"
+            )
         self.device, self.dtype, self.tokenizer = loaded.device, loaded.dtype, loaded.tokenizer
         self.model = loaded.model
         if self.device.type == "cuda":
@@ -94,6 +104,7 @@ class SentimentClassifier:
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.model_name,
+            "revision": self.revision,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "max_length": self.max_length,

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from worker.contracts.errors import OperatorError
@@ -51,18 +56,37 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load(model: str, device: torch.device) -> LoadedModel:
+def load(model: str, device: torch.device, revision: str | None = None) -> LoadedModel:
+    """`revision` pins a hub model to a branch, tag or commit (TRIAGE_MODEL_REVISION)."""
     hf_logging.set_verbosity_error()  # our logs are JSON lines; keep library chatter off stderr
     hf_logging.disable_progress_bar()
     local_only = _check_reachable(model)
     dtype = pick_dtype(device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only)
-        loaded = AutoModelForSequenceClassification.from_pretrained(model, dtype=dtype, local_files_only=local_only)
+        pinned = {"revision": revision} if revision else {}
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, **pinned)
+        loaded = AutoModelForSequenceClassification.from_pretrained(
+            model, dtype=dtype, local_files_only=local_only, **pinned
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
     loaded.to(device).eval()
     return LoadedModel(tokenizer, loaded, device, dtype)
+
+
+def load_trainable(model: str, head: str = "classification") -> tuple[PreTrainedTokenizerBase, Any]:
+    """The tokenizer and the model in fp32 on the CPU, in train mode, for `finetune` or `adapt`:
+    `head` is "classification" (a two-label head, new when the checkpoint has none) or "masked_lm"."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    local_only = _check_reachable(model)
+    kind = AutoModelForSequenceClassification if head == "classification" else AutoModelForMaskedLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only)
+        loaded = kind.from_pretrained(model, dtype=torch.float32, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
+    return tokenizer, loaded.train()
 
 
 def _check_reachable(model: str) -> bool:

@@ -4,8 +4,9 @@ escalation queue becomes labelled data (`triage-worker export --reviewed`).
 
 Acknowledging sets `acknowledged_at`/`acknowledged_by`; acknowledging twice keeps the first. A
 verdict sets `reviewed_label`/`reviewed_by`/`reviewed_at` (and acknowledges, if not yet done); a
-later verdict replaces an earlier one, and the change is reported. Unknown ids and results that
-were never escalated are reported and left unchanged. A trigger takes a new acknowledgement off
+later verdict replaces an earlier one, and the change is reported. Audit-sample items (sent to
+the reviewers without being escalated) are acknowledged the same way. Unknown ids and results
+that were never sent to the reviewers are reported and left unchanged. A trigger takes a new acknowledgement off
 the open escalations counted in the hourly rollups (migrations 0004 and 0007).
 """
 
@@ -42,7 +43,13 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
         found = {
             row.event_id: row
             for row in connection.execute(
-                select(results.event_id, results.escalated, results.acknowledged_at, results.reviewed_label)
+                select(
+                    results.event_id,
+                    results.escalated,
+                    results.audit_sample,
+                    results.acknowledged_at,
+                    results.reviewed_label,
+                )
                 .where(results.event_id.in_(list(event_ids)))
                 .with_for_update()
             )
@@ -52,8 +59,8 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
             if row is None:
                 outcome.refused.append((event_id, "unknown event id"))
                 continue
-            if not row.escalated:
-                outcome.refused.append((event_id, "not escalated, nothing to acknowledge"))
+            if not (row.escalated or row.audit_sample):
+                outcome.refused.append((event_id, "not escalated nor audited, nothing to acknowledge"))
                 continue
             (newly if row.acknowledged_at is None else again).append(event_id)
             said = ["acknowledged" if row.acknowledged_at is None else "already acknowledged"]

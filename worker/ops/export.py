@@ -5,8 +5,10 @@ event id, the model's own answer and the calibration behind it as extra keys, ol
 first. Rows stored without text (TRIAGE_STORE_TEXT=false) cannot be evaluated again; they are
 counted and left out.
 
-The verdicts are on escalated items only (negative or unsure), so figures on this file describe the
-escalation queue, not the whole stream.
+Verdicts on escalated items (negative or unsure) describe the escalation queue, not the whole
+stream; those on the audit sample (TRIAGE_AUDIT_SAMPLE_RATE) describe the items the model let
+through, and carry `"audit": true`, so `evaluate` and `finetune` can weigh them
+(`--audit-weight`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ class Exported:
 def export_reviewed(engine: Engine, out: IO[str], since: timedelta | None = None) -> Exported:
     c = feedback_results.c
     query = (
-        select(c.event_id, c.text, c.reviewed_label, c.label, c.score, c.model, c.calibration, c.reviewed_at)
+        select(
+            c.event_id,
+            c.text,
+            c.reviewed_label,
+            c.label,
+            c.score,
+            c.model,
+            c.model_revision,
+            c.calibration,
+            c.reviewed_at,
+            c.audit_sample,
+        )
         .where(c.reviewed_label.is_not(None))
         .order_by(c.reviewed_at, c.event_id)
     )
@@ -50,7 +63,9 @@ def export_reviewed(engine: Engine, out: IO[str], since: timedelta | None = None
                 model_label=row.label,
                 model_score=row.score,
                 model=row.model,
+                model_revision=row.model_revision,
                 calibration=row.calibration,
+                audit=row.audit_sample,
                 reviewed_at=row.reviewed_at.isoformat(),
             )
             written += 1

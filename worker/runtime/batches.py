@@ -95,6 +95,7 @@ class BatchReport:
     escalated: int
     duplicates: tuple[str, ...]
     dead_letters: tuple[Rejection, ...]
+    audited: int  # audit-sample items sent to the reviewers (not escalations)
     padded_tokens: int
     queue_wait_s: float
     stage_s: Mapping[StageName, float]
@@ -114,6 +115,7 @@ class BatchReport:
             classified=len(inferred.classified),
             stored=stored.outcome.inserted,
             escalated=stored.outcome.escalations,
+            audited=stored.outcome.audits,
             duplicates=tuple(stored.outcome.duplicates),
             dead_letters=(*inferred.rejections, *(refusal.rejection() for refusal in stored.outcome.refused)),
             padded_tokens=inferred.padded_tokens,
@@ -133,6 +135,7 @@ class BatchReport:
             "events": self.events,
             "stored": self.stored,
             "escalated": self.escalated,
+            **({"audited": self.audited} if self.audited else {}),
             "dead_lettered": len(self.dead_letters),
             "duplicates": len(self.duplicates),
             "padded_tokens": self.padded_tokens,
@@ -150,6 +153,7 @@ class Totals:
     stored: int = 0
     duplicates: int = 0
     escalated: int = 0
+    audited: int = 0
     dead_lettered: int = 0
     timestamps_dropped: int = 0
     published: dict[str, int] = field(default_factory=dict)  # outbox rows published, by kind (escalation, result)
@@ -162,6 +166,7 @@ class Totals:
         self.stored += report.stored
         self.duplicates += len(report.duplicates)
         self.escalated += report.escalated
+        self.audited += report.audited
         self.dead_lettered += len(report.dead_letters)
         self.timestamps_dropped += report.timestamps_dropped
         self.batches += 1

@@ -19,7 +19,7 @@ from worker.runtime.batches import BatchReport
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 EVENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 TOKEN_BUCKETS = tuple(2**n for n in range(8, 20))  # 256 .. 524,288 padded tokens
-MODEL_LABELS = ("model", "device", "dtype", "max_length", "truncation", "calibration", "temperature")
+MODEL_LABELS = ("model", "revision", "device", "dtype", "max_length", "truncation", "calibration", "temperature")
 
 
 class Metrics:
@@ -31,6 +31,11 @@ class Metrics:
         self.classified = Counter("triage_events_classified", "Events the model classified", registry=r)
         self.stored = Counter("triage_events_stored", "New result rows stored (replays excluded)", registry=r)
         self.escalated = Counter("triage_events_escalated", "Stored results that were escalated", registry=r)
+        self.audited = Counter(
+            "triage_events_audited",
+            "Stored results drawn for the audit sample (sent to reviewers, not escalated)",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "triage_events_dead_lettered", "Events sent to the dead-letter topic", ["reason"], registry=r
         )
@@ -115,6 +120,7 @@ class Metrics:
         self.classified.inc(report.classified)
         self.stored.inc(report.stored)
         self.escalated.inc(report.escalated)
+        self.audited.inc(report.audited)
         self.duplicates.inc(len(report.duplicates))
         self.timestamps_dropped.inc(report.timestamps_dropped)
         for rejection in report.dead_letters:

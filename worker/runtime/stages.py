@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from worker.contracts.errors import ErrorClass
 from worker.contracts.inference import Model
@@ -24,6 +24,7 @@ from worker.contracts.values import (
     ClassifiedItem,
     FeedbackItem,
     Rejection,
+    ShadowAnswer,
     StoreOutcome,
 )
 from worker.runtime.batches import Decoded, Inferred, Polled, StageName, Stored, Tokenized, timed
@@ -80,14 +81,41 @@ class TokenizeStage(Generic[E]):
         return Tokenized(batch, encoded, timed(batch.timings, self.name, started))
 
 
+class Shadow:
+    """A candidate model run beside the served one on the same texts (TRIAGE_SHADOW_MODEL). Its answers
+    are kept with each item and stored apart; they never escalate and never change a stored result."""
+
+    def __init__(self, model: Model[Any], policy: TriagePolicy) -> None:
+        self.model = model
+        self.policy = policy
+
+    def answer(self, items: Sequence[FeedbackItem]) -> list[ShadowAnswer | None]:
+        """One answer per item, None where the candidate could not classify the text."""
+        inference = self.model.classify(self.model.encode([item.text for item in items]))
+        return [
+            None
+            if isinstance(answer, ClassificationFailure)
+            else ShadowAnswer(
+                self.model.model_name,
+                self.model.revision,
+                self.model.calibration_id,
+                answer,
+                self.policy.decide(answer),
+            )
+            for answer in inference.answers
+        ]
+
+
 class InferStage(Generic[E]):
-    """Classify and triage; a text the model cannot take even alone becomes a dead letter."""
+    """Classify and triage; a text the model cannot take even alone becomes a dead letter. With a
+    shadow candidate, it classifies the same texts after the served model."""
 
     name = StageName.INFER
 
-    def __init__(self, model: Model[E], policy: TriagePolicy) -> None:
+    def __init__(self, model: Model[E], policy: TriagePolicy, shadow: Shadow | None = None) -> None:
         self.model = model
         self.policy = policy
+        self.shadow = shadow
 
     def process(self, batch: Tokenized[E]) -> Inferred:
         started = time.perf_counter()
@@ -97,7 +125,8 @@ class InferStage(Generic[E]):
         inference_ms = inference.stats.inference_ms
         classified: list[ClassifiedItem] = []
         rejections = list(decoded.rejections)
-        for item, answer in zip(decoded.items, inference.answers, strict=True):
+        shadows = self.shadow.answer(decoded.items) if self.shadow else [None] * len(decoded.items)
+        for item, answer, shadow in zip(decoded.items, inference.answers, shadows, strict=True):
             if isinstance(answer, ClassificationFailure):
                 rejections.append(Rejection(item.record, ErrorClass.CLASSIFICATION_FAILED, answer.message))
                 continue
@@ -105,11 +134,13 @@ class InferStage(Generic[E]):
                 ClassifiedItem(
                     item=item,
                     prediction=answer,
-                    decision=self.policy.decide(answer),
+                    decision=self.policy.decide(answer, item.event_id),
                     model=self.model.model_name,
+                    model_revision=self.model.revision,
                     inference_ms=inference_ms,
                     batch_size=len(decoded.items),
                     calibration=self.model.calibration_id,
+                    shadow=shadow,
                 )
             )
         return Inferred(

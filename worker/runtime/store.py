@@ -8,7 +8,9 @@ the same id are reported back as duplicates so the caller can log them.
 
 The batch travels by COPY into a temporary staging table, then one statement moves it into
 `feedback_results` (the ids new to the ledger) and adds the outbox rows of the rows it inserted:
-an escalation for each escalated one and, with a results topic, a result for every one.
+an escalation for each escalated one (and each audit-sample one) and, with a results topic, a
+result for every one. With a shadow candidate, its answers go to `shadow_results` in the same
+statement, for the rows it inserted.
 A trigger adds the inserted rows to the hourly rollups in the same transaction (migration 0004).
 That is about 2.5x faster than a multi-row INSERT of the same rows (see worker/docs/performance.md).
 
@@ -31,9 +33,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
-from worker.contracts.tables import feedback_results
+from worker.contracts.tables import feedback_results, shadow_results
 from worker.contracts.values import ClassifiedItem, Refusal, StoreOutcome, StoreText
 from worker.contracts.wire import EscalationEvent, TriageResult
 from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
@@ -48,10 +51,17 @@ _COLUMN_LIST = ", ".join(COLUMNS)
 # database connection (and again after a rollback undid the creation).
 CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS triage_staging ON COMMIT DELETE ROWS AS "
-    f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload, NULL::jsonb AS result_payload "
+    f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload, NULL::jsonb AS result_payload, "
+    "NULL::jsonb AS shadow_payload "
     "FROM feedback_results WITH NO DATA"
 )
-COPY_STAGING = f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload) FROM STDIN"
+COPY_STAGING = f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload, shadow_payload) FROM STDIN"
+SHADOW_COLUMNS = tuple(c.name for c in shadow_results.columns if c.name not in ("event_id", "processed_at"))
+_SHADOW_TYPES = ", ".join(
+    f"{c.name} {c.type.compile(dialect=postgresql.dialect())}"
+    for c in shadow_results.columns
+    if c.name in SHADOW_COLUMNS
+)
 MOVE_STAGED = f"""
 WITH new_ids AS (
     INSERT INTO result_ids (event_id, processed_at)
@@ -73,6 +83,13 @@ WITH new_ids AS (
     WHERE outgoing.payload IS NOT NULL
     ON CONFLICT (event_id, kind) DO NOTHING
     RETURNING kind
+), shadowed AS (
+    INSERT INTO shadow_results (event_id, processed_at, {", ".join(SHADOW_COLUMNS)})
+    SELECT staged.event_id, staged.processed_at, {", ".join(f"answer.{c}" for c in SHADOW_COLUMNS)}
+    FROM triage_staging AS staged JOIN inserted USING (event_id)
+    CROSS JOIN LATERAL jsonb_to_record(staged.shadow_payload) AS answer ({_SHADOW_TYPES})
+    WHERE staged.shadow_payload IS NOT NULL
+    ON CONFLICT DO NOTHING
 )
 SELECT (SELECT coalesce(array_agg(event_id), '{{}}') FROM inserted),
        (SELECT count(*) FROM outboxed WHERE kind = 'escalation')
@@ -89,6 +106,7 @@ def shared_fields(result: ClassifiedItem, include_text: bool) -> dict[str, Any]:
         "label": prediction.label,
         "score": prediction.score,
         "model": result.model,
+        "model_revision": result.model_revision,
         "source": item.source,
         "product": item.product,
         "customer_id": item.customer_id,
@@ -97,11 +115,28 @@ def shared_fields(result: ClassifiedItem, include_text: bool) -> dict[str, Any]:
     }
 
 
+def shadow_row(result: ClassifiedItem) -> dict[str, object] | None:
+    """The shadow candidate's answer as a `shadow_results` row (without the key columns), or None."""
+    shadow = result.shadow
+    if shadow is None:
+        return None
+    return {
+        "model": shadow.model,
+        "model_revision": shadow.model_revision,
+        "calibration": shadow.calibration,
+        "label": shadow.prediction.label,
+        "score": shadow.prediction.score,
+        "negative_prob": shadow.prediction.negative_prob,
+        "escalated": shadow.decision.escalate,
+        "escalation_reason": shadow.decision.reason,
+    }
+
+
 def escalation_event(result: ClassifiedItem, escalated_at: datetime, include_text: bool) -> EscalationEvent:
-    assert result.decision.reason is not None
-    return EscalationEvent(
-        **shared_fields(result, include_text), reason=result.decision.reason, escalated_at=escalated_at
-    )
+    """The message for the reviewers: an escalation, or an audit-sample item (reason `audit`)."""
+    reason = result.decision.reason or ("audit" if result.decision.audit else None)
+    assert reason is not None
+    return EscalationEvent(**shared_fields(result, include_text), reason=reason, escalated_at=escalated_at)
 
 
 def triage_result(result: ClassifiedItem, processed_at: datetime, include_text: bool) -> dict[str, object]:
@@ -143,12 +178,13 @@ class ResultStore:
             return StoreOutcome(0, 0, tuple(duplicates))
         now = now or datetime.now(timezone.utc)
         inserted, escalations, refused = self._write_isolating(list(unique.values()), now)
+        audits = sum(1 for r in unique.values() if r.decision.audit and r.item.event_id in inserted)
         duplicates.extend(
             event_id
             for event_id in unique
             if event_id not in inserted and event_id not in {r.event_id for r in refused}
         )
-        return StoreOutcome(len(inserted), escalations, tuple(duplicates), tuple(refused))
+        return StoreOutcome(len(inserted), escalations - audits, tuple(duplicates), tuple(refused), audits)
 
     def _write_isolating(self, results: list[ClassifiedItem], now: datetime) -> tuple[set[str], int, list[Refusal]]:
         """One transaction for `results`; if the database refuses a value in it, halve and retry each
@@ -176,7 +212,8 @@ class ResultStore:
             row = self._row(result, now)
             escalation = self._escalation_payload(result, now)
             outcome = triage_result(result, now, self.keeps_text(result)) if self.publish_results else None
-            staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome]))
+            shadow = shadow_row(result)
+            staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome, shadow]))
         staged.seek(0)
         with self.engine.begin() as connection:
             connection.exec_driver_sql(CREATE_STAGING)
@@ -207,16 +244,18 @@ class ResultStore:
             "batch_size": result.batch_size,
             "metadata": result.item.metadata,
             "calibration": result.calibration,
+            "audit_sample": result.decision.audit,
         }
 
     def _escalation_payload(self, result: ClassifiedItem, now: datetime) -> dict[str, object] | None:
-        if not result.decision.escalate:
+        if not (result.decision.escalate or result.decision.audit):
             return None
         return escalation_event(result, now, self.keeps_text(result)).model_dump(mode="json")
 
     def keeps_text(self, result: ClassifiedItem) -> bool:
         """TRIAGE_STORE_TEXT: every text, only escalated ones (the ones a human reads), or none."""
-        return self.store_text == "all" or (self.store_text == "escalated" and result.decision.escalate)
+        sent_to_reviewers = result.decision.escalate or result.decision.audit
+        return self.store_text == "all" or (self.store_text == "escalated" and sent_to_reviewers)
 
 
 def copy_line(values: Iterable[object]) -> str:

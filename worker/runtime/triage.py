@@ -2,22 +2,42 @@
 
 Escalate when the label is negative, or when the model is unsure (score under the threshold;
 the model cards put it at 0.60). Negative wins as the reason when both hold.
+
+Verdicts on escalations describe the escalation queue, not the stream. With an audit sample
+(TRIAGE_AUDIT_SAMPLE_RATE), a share of the items that are not escalated goes to the reviewers as
+well, with reason `audit`: an unbiased sample for measuring the model. The draw is a function of
+the event id (its BLAKE2 digest read as a number in [0, 1)), so a replayed event is drawn the same
+way and every worker process agrees.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from worker.contracts.values import Prediction, TriageDecision
+
+DRAW_SCALE = float(1 << 64)
 
 
 class TriagePolicy:
-    def __init__(self, low_confidence_threshold: float = 0.60) -> None:
+    def __init__(self, low_confidence_threshold: float = 0.60, audit_sample_rate: float = 0.0) -> None:
         if not 0.0 <= low_confidence_threshold <= 1.0:
             raise ValueError("low_confidence_threshold must be within [0, 1]")
+        if not 0.0 <= audit_sample_rate <= 1.0:
+            raise ValueError("audit_sample_rate must be within [0, 1]")
         self.threshold = low_confidence_threshold
+        self.audit_sample_rate = audit_sample_rate
 
-    def decide(self, prediction: Prediction) -> TriageDecision:
+    def decide(self, prediction: Prediction, event_id: str = "") -> TriageDecision:
         if prediction.label == "negative":
             return TriageDecision(escalate=True, reason="negative")
         if prediction.score < self.threshold:
             return TriageDecision(escalate=True, reason="low_confidence")
-        return TriageDecision(escalate=False, reason=None)
+        return TriageDecision(escalate=False, reason=None, audit=self.drawn(event_id))
+
+    def drawn(self, event_id: str) -> bool:
+        """Whether `event_id` falls in the audit sample."""
+        if self.audit_sample_rate <= 0.0:
+            return False
+        digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / DRAW_SCALE < self.audit_sample_rate

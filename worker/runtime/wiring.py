@@ -32,7 +32,7 @@ from worker.runtime.runner import Runner
 from worker.runtime.schema import SchemaState, schema_state
 from worker.runtime.shutdown import Shutdown
 from worker.runtime.source import KafkaSource
-from worker.runtime.stages import DecodeStage, InferStage, StoreStage, TokenizeStage
+from worker.runtime.stages import DecodeStage, InferStage, Shadow, StoreStage, TokenizeStage
 from worker.runtime.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 from worker.settings import Settings
@@ -49,30 +49,42 @@ PRODUCER_BATCH_BYTES = 256 * 1024  # escalations carry the text (~1.3 kB): 16 kB
 BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
-def build_classifier(settings: Settings, *, calibrated: bool = True) -> SentimentClassifier:
+def build_classifier(settings: Settings, *, calibrated: bool = True, shadow: bool = False) -> SentimentClassifier:
     """The classifier the worker runs; `calibrated=False` leaves out the calibration (calibrate fits
-    its own on the margins, which do not depend on it)."""
+    its own on the margins, which do not depend on it); `shadow=True`: the TRIAGE_SHADOW_MODEL candidate."""
     from worker.model import calibration
     from worker.model.classifier import SentimentClassifier
 
+    model = settings.shadow_model if shadow else settings.model
+    assert model is not None
+    setting = settings.shadow_calibration if shadow else settings.calibration
     return SentimentClassifier(
-        settings.model,
+        model,
         device=settings.device,
         label_map=settings.label_map,
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         compile_model=settings.torch_compile,
-        calibration=calibration.resolve(settings.calibration, settings.model) if calibrated else None,
+        calibration=calibration.resolve(setting, model) if calibrated else None,
         truncation=settings.truncation,
+        revision=settings.shadow_model_revision if shadow else settings.model_revision,
     )
 
 
 def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriagePolicy:
     """TRIAGE_LOW_CONFIDENCE_THRESHOLD when it is set; else the calibration's chosen threshold; else 0.60."""
     chosen = classifier.calibration.threshold if classifier.calibration else None
-    if settings.threshold_is_explicit() or chosen is None:
-        return TriagePolicy(settings.low_confidence_threshold)
-    return TriagePolicy(chosen)
+    threshold = settings.low_confidence_threshold if settings.threshold_is_explicit() or chosen is None else chosen
+    return TriagePolicy(threshold, settings.audit_sample_rate)
+
+
+def build_shadow(settings: Settings) -> Shadow | None:
+    """The TRIAGE_SHADOW_MODEL candidate with its own calibration and threshold (never an audit sample)."""
+    if settings.shadow_model is None:
+        return None
+    candidate = build_classifier(settings, shadow=True)
+    log.info("shadow_model_loaded", **candidate.describe())
+    return Shadow(candidate, TriagePolicy(build_policy(settings, candidate).threshold))
 
 
 def build_engine(settings: Settings, *, pool_size: int = 2) -> Engine:
@@ -136,6 +148,7 @@ def build_runner(
             raise OperatorError(schema.problem())
         classifier = classifier or build_classifier(settings)
         metrics.describe_model(classifier.describe())
+        shadow = build_shadow(settings)
         loaded.set()
         producer, consumer = retry(
             lambda: _connect_to_broker(settings),
@@ -160,7 +173,7 @@ def build_runner(
     stages = (
         Chain.of(DecodeStage(Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)))
         .then(TokenizeStage(classifier))
-        .then(InferStage(classifier, policy))
+        .then(InferStage(classifier, policy, shadow))
         .then(
             StoreStage(
                 ResultStore(
@@ -193,6 +206,8 @@ def build_runner(
         started_fields={
             **classifier.describe(),
             "low_confidence_threshold": policy.threshold,
+            "audit_sample_rate": policy.audit_sample_rate,
+            **({"shadow_model": shadow.model.model_name, "shadow_revision": shadow.model.revision} if shadow else {}),
             "topic": settings.input_topic,
             "group_id": settings.group_id,
         },

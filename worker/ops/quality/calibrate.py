@@ -56,6 +56,7 @@ def fit(
     scored: Scored,
     *,
     model: str,
+    revision: str = "",
     threshold: float,
     holdout: float = 0.3,
     seed: int = 0,
@@ -79,6 +80,7 @@ def fit(
         threshold=chosen.threshold if chosen else None,
         threshold_rule=rule,
         model=model,
+        revision=revision,
         fitted={
             "data": data,
             "fit_examples": len(fit_part),

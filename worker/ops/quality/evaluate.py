@@ -33,6 +33,7 @@ class Scored:
     predictions: list[Prediction]
     failed: int
     seconds: float
+    weights: list[float] | None = None  # per example, when some weigh more than 1 (audit-sample verdicts)
 
     @property
     def negative_probs(self) -> list[float]:
@@ -53,6 +54,7 @@ def score(classifier: Predicts, examples: Sequence[Example], *, show_progress: b
     starts = range(0, len(examples), chunk)
     truths: list[Sentiment] = []
     predictions: list[Prediction] = []
+    weights: list[float] = []
     failed = 0
     started = time.perf_counter()
     desc = f"classifying ({chunk} texts a chunk)"
@@ -66,7 +68,9 @@ def score(classifier: Predicts, examples: Sequence[Example], *, show_progress: b
             else:
                 truths.append(example.label)
                 predictions.append(answer)
-    return Scored(truths, predictions, failed, time.perf_counter() - started)
+                weights.append(example.weight)
+    weighted = weights if any(w != 1.0 for w in weights) else None
+    return Scored(truths, predictions, failed, time.perf_counter() - started, weighted)
 
 
 def as_json(evaluation: Evaluation, about: dict[str, Any]) -> str:

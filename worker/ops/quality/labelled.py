@@ -5,6 +5,9 @@ column; a `.gz` suffix is read through gzip. The format follows the file name (`
 `.json`, `.csv`, `.tsv`, each optionally `.gz`), and the column names are flags. Labels may be
 positive/negative, pos/neg, 1/0, POSITIVE/NEGATIVE or LABEL_1/LABEL_0 (any case); anything else,
 a missing or blank text, or a line that is not JSON stops the read with the file and line named.
+
+Star ratings can stand for labels (`--rating-column rating`): 1-2 negative, 4-5 positive; a 3 is
+mixed and left out (counted).
 """
 
 from __future__ import annotations
@@ -38,11 +41,15 @@ class LabelledFileError(OperatorError):
     """A labelled file that cannot be read; the message names the file and line."""
 
 
+RATINGS: dict[int, Sentiment | None] = {1: "negative", 2: "negative", 3: None, 4: "positive", 5: "positive"}
+
+
 @dataclass(frozen=True)
 class Example:
     text: str
     label: Sentiment
     line: int  # where it came from, for messages
+    weight: float = 1.0  # how much the example counts (audit-sample verdicts may count more)
 
 
 def parse_label(value: object) -> Sentiment | None:
@@ -51,6 +58,16 @@ def parse_label(value: object) -> Sentiment | None:
     if isinstance(value, (int, float)) and value in (0, 1):
         value = int(value)
     return LABELS.get(str(value).strip().lower())
+
+
+def parse_rating(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and int(number) in RATINGS else None
 
 
 def file_format(path: Path) -> str:
@@ -62,19 +79,51 @@ def file_format(path: Path) -> str:
     return FORMATS[suffixes[-1]]
 
 
-def read_examples(path: Path, text_column: str = "text", label_column: str = "label") -> list[Example]:
+def read_examples(
+    path: Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    *,
+    rating_column: str | None = None,
+    audit_weight: float = 1.0,
+) -> list[Example]:
+    """The labelled examples of `path`; with `rating_column`, labels come from 1-5 star ratings (3s
+    left out). Rows `export` marked as audit-sample verdicts (`"audit": true`) weigh `audit_weight`."""
     if not path.is_file():
         raise OperatorError(f"no such file: {path}")
     kind = file_format(path)
+    column = rating_column or label_column
     with _open(path) as handle:
         if kind == "jsonl":
             rows = _json_lines(handle, path)
         else:
-            rows = _delimited(handle, path, kind, text_column, label_column)
-        examples = [_example(path, line, fields, text_column, label_column) for line, fields in rows]
+            rows = _delimited(handle, path, kind, text_column, column)
+        examples = []
+        for line, fields in rows:
+            example = _example(path, line, fields, text_column, column, rating=rating_column is not None)
+            if example is not None:
+                if fields.get("audit") is True:
+                    example = Example(example.text, example.label, example.line, audit_weight)
+                examples.append(example)
     if not examples:
         raise LabelledFileError(f"{path}: no labelled examples")
     return examples
+
+
+def read_texts(path: Path, text_column: str = "text") -> list[str]:
+    """Only the texts of a file in the same formats (for `adapt`): labels are neither needed nor read."""
+    if not path.is_file():
+        raise OperatorError(f"no such file: {path}")
+    kind = file_format(path)
+    texts = []
+    with _open(path) as handle:
+        rows = _json_lines(handle, path) if kind == "jsonl" else _delimited(handle, path, kind, text_column, None)
+        for line, fields in rows:
+            text = fields.get(text_column)
+            if not isinstance(text, str):
+                raise LabelledFileError(f"{path}:{line}: no text in {text_column!r}")
+            texts.append(text)
+    return texts
 
 
 def write_example(handle: IO[str], text: str, label: Sentiment, **extra: object) -> None:
@@ -102,11 +151,12 @@ def _json_lines(handle: IO[str], path: Path) -> Iterator[tuple[int, dict[str, ob
 
 
 def _delimited(
-    handle: IO[str], path: Path, kind: str, text_column: str, label_column: str
+    handle: IO[str], path: Path, kind: str, text_column: str, label_column: str | None
 ) -> Iterator[tuple[int, dict[str, object]]]:
     csv.field_size_limit(16 * 1024 * 1024)
     reader = csv.DictReader(handle, delimiter="\t" if kind == "tsv" else ",")
-    missing = [c for c in (text_column, label_column) if c not in (reader.fieldnames or [])]
+    needed = [text_column] if label_column is None else [text_column, label_column]
+    missing = [c for c in needed if c not in (reader.fieldnames or [])]
     if missing:
         raise LabelledFileError(
             f"{path}: no column {', '.join(map(repr, missing))} in the header {reader.fieldnames}; "
@@ -116,12 +166,20 @@ def _delimited(
         yield reader.line_num, fields  # the line the record ends on (a quoted text may span lines)
 
 
-def _example(path: Path, line: int, fields: dict[str, object], text_column: str, label_column: str) -> Example:
+def _example(
+    path: Path, line: int, fields: dict[str, object], text_column: str, label_column: str, *, rating: bool = False
+) -> Example | None:
     text = fields.get(text_column)
     if not isinstance(text, str) or not text.strip():
         raise LabelledFileError(f"{path}:{line}: no text in {text_column!r}")
     if label_column not in fields:
-        raise LabelledFileError(f"{path}:{line}: no label in {label_column!r}")
+        raise LabelledFileError(f"{path}:{line}: no {'rating' if rating else 'label'} in {label_column!r}")
+    if rating:
+        stars = parse_rating(fields[label_column])
+        if stars is None:
+            raise LabelledFileError(f"{path}:{line}: rating {fields[label_column]!r} is not a whole number from 1 to 5")
+        mapped = RATINGS[stars]
+        return None if mapped is None else Example(text, mapped, line)
     label = parse_label(fields[label_column])
     if label is None:
         raise LabelledFileError(

@@ -9,6 +9,9 @@ Expected calibration error: the items are put in 10 equal-width bins of the scor
 (a two-class score is never under 0.5); ECE is the item-weighted mean of |accuracy - mean score|
 over the bins. The Brier score is the mean squared difference between the negative probability
 and 1 for a truly negative item, 0 for a positive one.
+
+Each item may carry a weight (audit-sample verdicts weighed more, `--audit-weight`): every count
+is then a sum of weights. Without weights every item counts 1 and every count is a whole number.
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ class ClassFigures:
     precision: float
     recall: float
     f1: float
-    support: int
+    support: float  # a count, or a sum of weights
 
 
 @dataclass(frozen=True)
 class ReliabilityBin:
     lower: float
     upper: float
-    count: int
+    count: float
     mean_score: float | None
     accuracy: float | None
 
@@ -46,7 +49,7 @@ class Escalation:
     """What the rule "negative, or a score under `threshold`" does on these items."""
 
     threshold: float
-    escalated: int
+    escalated: float
     share_escalated: float  # of all items
     negatives_caught: float | None  # share of the truly negative items escalated
     escalation_precision: float | None  # share of the escalated items truly negative
@@ -54,11 +57,11 @@ class Escalation:
 
 @dataclass(frozen=True)
 class Evaluation:
-    n: int
+    n: float  # items, or the sum of their weights
     accuracy: float
     macro_f1: float
     per_class: dict[str, ClassFigures]
-    confusion: dict[str, dict[str, int]]  # true label -> predicted label -> count
+    confusion: dict[str, dict[str, float]]  # true label -> predicted label -> count
     ece: float
     brier: float
     reliability: list[ReliabilityBin]
@@ -74,70 +77,92 @@ def score_of(negative_prob: float) -> float:
     return max(negative_prob, 1.0 - negative_prob)
 
 
-def measure(truths: Sequence[Sentiment], negative_probs: Sequence[float], threshold: float) -> Evaluation:
-    if len(truths) != len(negative_probs) or not truths:
-        raise ValueError("need as many probabilities as labels, and at least one")
+def measure(
+    truths: Sequence[Sentiment],
+    negative_probs: Sequence[float],
+    threshold: float,
+    weights: Sequence[float] | None = None,
+) -> Evaluation:
+    if len(truths) != len(negative_probs) or not truths or (weights is not None and len(weights) != len(truths)):
+        raise ValueError("need as many probabilities (and weights) as labels, and at least one")
+    w = list(weights) if weights is not None else [1] * len(truths)
     predictions = [predicted(p) for p in negative_probs]
-    confusion: dict[str, dict[str, int]] = {t: {p: 0 for p in CLASSES} for t in CLASSES}
-    for truth, guess in zip(truths, predictions, strict=True):
-        confusion[truth][guess] += 1
+    confusion: dict[str, dict[str, float]] = {t: {p: 0 for p in CLASSES} for t in CLASSES}
+    for truth, guess, weight in zip(truths, predictions, w, strict=True):
+        confusion[truth][guess] += weight
     per_class: dict[str, ClassFigures] = {label: _class_figures(confusion, label) for label in CLASSES}
-    n = len(truths)
+    n = sum(w)
+    squared = (weight * (p - (t == "negative")) ** 2 for t, p, weight in zip(truths, negative_probs, w, strict=True))
     return Evaluation(
         n=n,
         accuracy=sum(confusion[c][c] for c in CLASSES) / n,
         macro_f1=sum(f.f1 for f in per_class.values()) / len(CLASSES),
         per_class=per_class,
         confusion=confusion,
-        ece=expected_calibration_error(truths, negative_probs),
-        brier=sum((p - (t == "negative")) ** 2 for t, p in zip(truths, negative_probs, strict=True)) / n,
-        reliability=reliability(truths, negative_probs),
-        escalation=escalation_at(truths, negative_probs, threshold),
-        sweep=[escalation_at(truths, negative_probs, t) for t in SWEEP],
+        ece=expected_calibration_error(truths, negative_probs, w),
+        brier=sum(squared) / n,
+        reliability=reliability(truths, negative_probs, w),
+        escalation=escalation_at(truths, negative_probs, threshold, w),
+        sweep=[escalation_at(truths, negative_probs, t, w) for t in SWEEP],
     )
 
 
-def escalation_at(truths: Sequence[Sentiment], negative_probs: Sequence[float], threshold: float) -> Escalation:
+def escalation_at(
+    truths: Sequence[Sentiment],
+    negative_probs: Sequence[float],
+    threshold: float,
+    weights: Sequence[float] | None = None,
+) -> Escalation:
+    w = list(weights) if weights is not None else [1] * len(truths)
     escalated = caught = 0
-    for truth, p in zip(truths, negative_probs, strict=True):
+    for truth, p, weight in zip(truths, negative_probs, w, strict=True):
         if predicted(p) == "negative" or score_of(p) < threshold:
-            escalated += 1
-            caught += truth == "negative"
-    negatives = sum(t == "negative" for t in truths)
+            escalated += weight  # type: ignore[assignment]
+            caught += weight * (truth == "negative")  # type: ignore[assignment]
+    negatives = sum(weight for t, weight in zip(truths, w, strict=True) if t == "negative")
     return Escalation(
         threshold=threshold,
         escalated=escalated,
-        share_escalated=escalated / len(truths),
+        share_escalated=escalated / sum(w),
         negatives_caught=caught / negatives if negatives else None,
         escalation_precision=caught / escalated if escalated else None,
     )
 
 
-def reliability(truths: Sequence[Sentiment], negative_probs: Sequence[float]) -> list[ReliabilityBin]:
+def reliability(
+    truths: Sequence[Sentiment], negative_probs: Sequence[float], weights: Sequence[float] | None = None
+) -> list[ReliabilityBin]:
     width = 0.5 / ECE_BINS
-    members: list[list[tuple[float, bool]]] = [[] for _ in range(ECE_BINS)]
-    for truth, p in zip(truths, negative_probs, strict=True):
+    w = list(weights) if weights is not None else [1] * len(truths)
+    members: list[list[tuple[float, bool, float]]] = [[] for _ in range(ECE_BINS)]
+    for truth, p, weight in zip(truths, negative_probs, w, strict=True):
         score = score_of(p)
         index = math.floor((score - 0.5) / width + 1e-9)  # bins are [lower, upper); 0.95 - 0.5 is 0.4499...
-        members[min(index, ECE_BINS - 1)].append((score, predicted(p) == truth))
-    return [
-        ReliabilityBin(
-            lower=0.5 + i * width,
-            upper=0.5 + (i + 1) * width,
-            count=len(items),
-            mean_score=sum(s for s, _ in items) / len(items) if items else None,
-            accuracy=sum(ok for _, ok in items) / len(items) if items else None,
+        members[min(index, ECE_BINS - 1)].append((score, predicted(p) == truth, weight))
+    bins = []
+    for i, items in enumerate(members):
+        total = sum(weight for _, _, weight in items)
+        bins.append(
+            ReliabilityBin(
+                lower=0.5 + i * width,
+                upper=0.5 + (i + 1) * width,
+                count=total,
+                mean_score=sum(s * weight for s, _, weight in items) / total if items else None,
+                accuracy=sum(ok * weight for _, ok, weight in items) / total if items else None,
+            )
         )
-        for i, items in enumerate(members)
-    ]
+    return bins
 
 
-def expected_calibration_error(truths: Sequence[Sentiment], negative_probs: Sequence[float]) -> float:
-    bins = reliability(truths, negative_probs)
-    return sum(b.count * abs(b.accuracy - b.mean_score) for b in bins if b.count) / len(truths)  # type: ignore[operator]
+def expected_calibration_error(
+    truths: Sequence[Sentiment], negative_probs: Sequence[float], weights: Sequence[float] | None = None
+) -> float:
+    bins = reliability(truths, negative_probs, weights)
+    total = sum(b.count for b in bins)
+    return sum(b.count * abs(b.accuracy - b.mean_score) for b in bins if b.count) / total  # type: ignore[operator]
 
 
-def _class_figures(confusion: Mapping[str, Mapping[str, int]], label: str) -> ClassFigures:
+def _class_figures(confusion: Mapping[str, Mapping[str, float]], label: str) -> ClassFigures:
     true_positive = confusion[label][label]
     predicted_as = sum(confusion[t][label] for t in CLASSES)
     support = sum(confusion[label].values())

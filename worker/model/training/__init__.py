@@ -1,0 +1,1 @@
+"""Training: fine-tune a classifier on labelled feedback, and adapt its encoder to unlabelled feedback."""

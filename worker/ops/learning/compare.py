@@ -1,0 +1,148 @@
+"""Compare: the shadow candidate beside the served model on live traffic (`triage-worker compare`).
+
+Reads `shadow_results` joined to `feedback_results` over a window (`--since 7d`), one comparison
+per pair of served and shadow revisions: how often the two agree, how many escalations each made
+or would have made, and, on the items reviewers gave a verdict on, each model's accuracy and
+negatives caught, with how many items each figure rests on. Verdicts come from two places that
+mean different things, so they are reported apart:
+- the escalation queue: items the served model escalated (so it "caught" every negative there);
+- the audit sample: items the served model let through (so it caught none there; the negatives
+  reviewers found are its misses, and the shadow's figure says how many of them it would catch).
+`shadow_comparison_daily` is the same join per day, for dashboards.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine, text
+
+from worker.ops.quality.evaluate import percent
+
+REVIEWED_FIELDS = ("items", "negatives", "served_correct", "shadow_correct", "served_caught", "shadow_caught")
+REVIEWED_SETS = {"escalation queue": "not r.audit_sample", "audit sample": "r.audit_sample"}
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    """Figures of both models on one set of reviewed items."""
+
+    items: int
+    negatives: int  # items the reviewers said were negative
+    served_correct: int
+    shadow_correct: int
+    served_caught: int  # reviewed negatives the served model escalated
+    shadow_caught: int  # reviewed negatives the shadow would have escalated
+
+    def share(self, count: int, of: int) -> float | None:
+        return count / of if of else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    served_model: str
+    served_revision: str | None
+    shadow_model: str
+    shadow_revision: str
+    compared: int
+    agreed: int
+    served_escalated: int
+    shadow_escalated: int
+    reviewed: dict[str, Reviewed]
+
+
+def _filtered(condition: str, name: str) -> str:
+    return f"count(*) filter (where r.reviewed_label is not null and {condition}) as {name}"
+
+
+def comparisons(engine: Engine, since: timedelta | None, now: datetime | None = None) -> list[Comparison]:
+    counts = []
+    for index, condition in enumerate(REVIEWED_SETS.values()):
+        counts += [
+            _filtered(condition, f"items_{index}"),
+            _filtered(f"{condition} and r.reviewed_label = 'negative'", f"negatives_{index}"),
+            _filtered(f"{condition} and r.reviewed_label = r.label", f"served_correct_{index}"),
+            _filtered(f"{condition} and r.reviewed_label = s.label", f"shadow_correct_{index}"),
+            _filtered(f"{condition} and r.reviewed_label = 'negative' and r.escalated", f"served_caught_{index}"),
+            _filtered(f"{condition} and r.reviewed_label = 'negative' and s.escalated", f"shadow_caught_{index}"),
+        ]
+    window = "where s.processed_at >= :start" if since is not None else ""
+    sql = f"""
+        select r.model as served_model, r.model_revision as served_revision,
+               s.model as shadow_model, s.model_revision as shadow_revision,
+               count(*) as compared,
+               count(*) filter (where s.label = r.label) as agreed,
+               count(*) filter (where r.escalated) as served_escalated,
+               count(*) filter (where s.escalated) as shadow_escalated,
+               {", ".join(counts)}
+        from shadow_results s join feedback_results r using (event_id)
+        {window}
+        group by 1, 2, 3, 4
+        order by count(*) desc
+    """
+    start = (now or datetime.now(timezone.utc)) - since if since is not None else None
+    with engine.connect() as connection:
+        rows = connection.execute(text(sql), {"start": start}).mappings().all()
+    found = []
+    for row in rows:
+        reviewed = {
+            name: Reviewed(
+                **{
+                    field: int(row[f"{field}_{index}"])
+                    for field in (
+                        "items",
+                        "negatives",
+                        "served_correct",
+                        "shadow_correct",
+                        "served_caught",
+                        "shadow_caught",
+                    )
+                }
+            )
+            for index, name in enumerate(REVIEWED_SETS)
+        }
+        found.append(
+            Comparison(
+                served_model=row["served_model"],
+                served_revision=row["served_revision"],
+                shadow_model=row["shadow_model"],
+                shadow_revision=row["shadow_revision"],
+                compared=int(row["compared"]),
+                agreed=int(row["agreed"]),
+                served_escalated=int(row["served_escalated"]),
+                shadow_escalated=int(row["shadow_escalated"]),
+                reviewed=reviewed,
+            )
+        )
+    return found
+
+
+def render(found: list[Comparison], window: str) -> str:
+    if not found:
+        return f"no shadow results {window}: is TRIAGE_SHADOW_MODEL set on the workers?"
+    blocks = []
+    for c in found:
+        lines = [
+            f"shadow {c.shadow_model} ({c.shadow_revision}) beside {c.served_model} "
+            f"({c.served_revision or 'unknown'}), {c.compared:,} results {window}",
+            f"agree on {percent(c.agreed / c.compared)} ({c.compared - c.agreed:,} differ)",
+            f"escalated: served {c.served_escalated:,} ({percent(c.served_escalated / c.compared)}), "
+            f"shadow would have {c.shadow_escalated:,} ({percent(c.shadow_escalated / c.compared)})",
+            "",
+            f"{'reviewed items':18}{'items':>7}{'negatives':>11}{'accuracy served':>17}{'shadow':>8}"
+            f"{'negatives caught served':>25}{'shadow':>8}",
+        ]
+        for name, r in c.reviewed.items():
+            accuracy = (percent(r.share(r.served_correct, r.items)), percent(r.share(r.shadow_correct, r.items)))
+            caught = (percent(r.share(r.served_caught, r.negatives)), percent(r.share(r.shadow_caught, r.negatives)))
+            lines.append(
+                f"{name:18}{r.items:>7,}{r.negatives:>11,}{accuracy[0]:>17}{accuracy[1]:>8}{caught[0]:>25}{caught[1]:>8}"
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def as_json(found: list[Comparison]) -> str:
+    return json.dumps([asdict(c) for c in found], indent=2) + "\n"

@@ -1,0 +1,319 @@
+"""Finetune: train a new model on a labelled file and judge it beside its base (`triage-worker finetune`).
+
+The file is split with a seed: `--holdout` of it is kept out of training altogether and judges
+the result; a tenth of the rest is the validation set that early stopping watches. On the held-out
+part, the base model (as the worker runs it, with its calibration) and the new one are measured
+side by side with `evaluate`'s figures. The new model's temperature is fitted on the held-out part
+and written beside it; the calibrated figures in the table come from two-fold cross-fitting (each
+half scored with the temperature fitted on the other), so they are never judged on their own fit.
+A threshold is chosen only for a target (`--target-escalation-precision`, `--max-escalation-share`).
+
+The output directory holds the weights, the tokenizer, the calibration and a card
+(`triage-card.json` and a README.md): base model and revision, data file digest and size,
+recipe, the held-out figures and the date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from worker.contracts.errors import OperatorError
+from worker.contracts.values import Sentiment
+from worker.model.calibration import FILE_NAME as CALIBRATION_FILE
+from worker.model.calibration import Calibration, sigmoid
+from worker.model.training.finetune import LabelledTexts, Weighting, finetune
+from worker.model.training.loop import Recipe
+from worker.ops.quality import calibrate, evaluate
+from worker.ops.quality.fitting import choose_threshold, fit_temperature
+from worker.ops.quality.labelled import Example
+from worker.ops.quality.measures import Evaluation, measure
+from worker.settings import Settings
+
+CARD_FILE = "triage-card.json"
+VALIDATION_SHARE = 0.1  # of the training part, for early stopping
+# Chosen by measurement on the shared customer reviews (worker/docs/model-quality.md, "Fine-tuning").
+DEFAULT_EPOCHS = 2
+DEFAULT_LEARNING_RATE = 5e-5
+DEFAULT_MAX_LENGTH = 128
+DEFAULT_WEIGHTING: Weighting = "sqrt"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One model on the held-out part."""
+
+    name: str
+    evaluation: Evaluation  # labels at 0.5; probabilities calibrated as the worker would run it
+    texts_per_s: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    base: Judged
+    new: Judged
+    calibration: Calibration
+    card: dict[str, Any]
+    out: Path
+
+
+def recipe(
+    epochs: int | None, learning_rate: float | None, batch_size: int, max_length: int | None, seed: int
+) -> Recipe:
+    """The recipe from the verb's options, the measured defaults where one is not given."""
+    for option, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--max-length", max_length)):
+        if value is not None and value < 1:
+            raise OperatorError(f"{option} must be at least 1, got {value}")
+    if learning_rate is not None and not 0 < learning_rate < 1:
+        raise OperatorError(f"--learning-rate must be between 0 and 1, got {learning_rate}")
+    return Recipe(
+        epochs=epochs or DEFAULT_EPOCHS,
+        learning_rate=learning_rate or DEFAULT_LEARNING_RATE,
+        batch_size=batch_size,
+        max_length=max_length or DEFAULT_MAX_LENGTH,
+        seed=seed,
+    )
+
+
+def split_three(examples: Sequence[Example], holdout: float, seed: int) -> tuple[list[Example], ...]:
+    """(training, validation, held out): held out first, then a tenth of the rest for validation."""
+    rest, held = calibrate.split(len(examples), holdout, seed)
+    rng = random.Random(seed + 1)
+    rng.shuffle(rest)
+    cut = max(calibrate.MIN_EXAMPLES, round(len(rest) * VALIDATION_SHARE))
+    if len(rest) - cut < calibrate.MIN_EXAMPLES:
+        raise OperatorError(f"{len(examples)} examples are too few to fine-tune on: the training part would be empty")
+    return [examples[i] for i in rest[cut:]], [examples[i] for i in rest[:cut]], [examples[i] for i in held]
+
+
+def data_identity(path: Path, examples: int) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return {"file": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size, "examples": examples}
+
+
+def run(
+    settings: Settings,
+    *,
+    data: Path,
+    examples: Sequence[Example],
+    base: str,
+    out: Path,
+    recipe: Recipe,
+    weighting: Weighting,
+    holdout: float,
+    min_precision: float | None = None,
+    max_share: float | None = None,
+    show_progress: bool = True,
+) -> Outcome:
+    from worker.model.loading import resolve_device
+    from worker.runtime.wiring import build_classifier
+
+    check_out(out)
+    training, validation, held = split_three(examples, holdout, recipe.seed)
+    counts = {label: sum(e.label == label for e in training) for label in ("negative", "positive")}
+    if min(counts.values()) == 0:
+        raise OperatorError(f"fine-tuning needs examples of both labels; the training part has {counts}")
+    base_settings = settings.with_overrides(model=base)
+    base_classifier = build_classifier(base_settings)
+    threshold = _threshold(settings, base_classifier)
+    base_scored = evaluate.score(base_classifier, held, show_progress=False)
+    base_judged = Judged(
+        f"{base} ({base_classifier.revision})",
+        measure(base_scored.truths, base_scored.negative_probs, threshold, base_scored.weights),
+        base_scored.texts_per_s,
+    )
+    del base_classifier
+
+    bar = StepBar() if show_progress else None
+    tuned = finetune(
+        base,
+        _texts(training),
+        _texts(validation),
+        recipe=recipe,
+        weighting=weighting,
+        truncation=settings.truncation,
+        device=resolve_device(settings.device),
+        label_map=settings.label_map,
+        on_step=bar,
+    )
+    if bar is not None:
+        bar.close()
+    tuned.save(out)
+
+    new_classifier = build_classifier(settings.with_overrides(model=str(out), calibration="off"))
+    new_scored = evaluate.score(new_classifier, held, show_progress=False)
+    probs = cross_fitted(new_scored.margins, new_scored.truths)
+    chosen, rule = None, None
+    if min_precision is not None or max_share is not None:
+        chosen, rule = choose_threshold(new_scored.truths, probs, min_precision=min_precision, max_share=max_share)
+    new_threshold = chosen.threshold if chosen else settings.low_confidence_threshold
+    new_judged = Judged(
+        f"{out} ({new_classifier.revision})",
+        measure(new_scored.truths, probs, new_threshold, new_scored.weights),
+        new_scored.texts_per_s,
+    )
+    card = {
+        "base_model": base,
+        "base_revision": base_judged.name.rsplit("(", 1)[1].rstrip(")"),
+        "revision": new_classifier.revision,
+        "data": data_identity(data, len(examples)),
+        "split": {"training": len(training), "validation": len(validation), "held_out": len(held)},
+        "recipe": {**asdict(recipe), "weighting": weighting, "truncation": settings.truncation},
+        "class_weights": tuned.class_weights,
+        "training": {
+            "steps": tuned.log.steps,
+            "epochs_run": round(tuned.log.epochs_run, 2),
+            "seconds": round(tuned.log.seconds, 1),
+            "stopped_early": tuned.log.stopped_early,
+            "validation_losses": [round(v, 5) for v in tuned.log.validation_losses],
+            "device": str(resolve_device(settings.device)),
+        },
+        "held_out": {"base": _figures(base_judged.evaluation), "new": _figures(new_judged.evaluation)},
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    calibration = Calibration(
+        temperature=fit_temperature(new_scored.margins, new_scored.truths),
+        threshold=chosen.threshold if chosen else None,
+        threshold_rule=rule,
+        model=str(out),
+        revision=new_classifier.revision,
+        fitted={"data": str(data), "holdout_examples": len(held), "seed": recipe.seed, "by": "finetune"},
+    )
+    calibrate.write(calibration, out / CALIBRATION_FILE)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(render_card(card), encoding="utf-8")
+    return Outcome(base_judged, new_judged, calibration, card, out)
+
+
+def cross_fitted(margins: Sequence[float], truths: Sequence[Sentiment]) -> list[float]:
+    """Negative probabilities where each half is calibrated by the temperature fitted on the other half."""
+    halves = (range(0, len(margins), 2), range(1, len(margins), 2))
+    probs = [0.0] * len(margins)
+    for this, other in (halves, halves[::-1]):
+        temperature = fit_temperature([margins[i] for i in other], [truths[i] for i in other])
+        for i in this:
+            probs[i] = sigmoid(margins[i] / temperature)
+    return probs
+
+
+def render(outcome: Outcome) -> str:
+    b, n = outcome.base.evaluation, outcome.new.evaluation
+    rows = [
+        ("accuracy", f"{b.accuracy:.4f}", f"{n.accuracy:.4f}"),
+        ("macro-F1", f"{b.macro_f1:.4f}", f"{n.macro_f1:.4f}"),
+        (
+            "negatives caught",
+            evaluate.percent(b.escalation.negatives_caught),
+            evaluate.percent(n.escalation.negatives_caught),
+        ),
+        (
+            "escalations negative",
+            evaluate.percent(b.escalation.escalation_precision),
+            evaluate.percent(n.escalation.escalation_precision),
+        ),
+        ("share escalated", f"{b.escalation.share_escalated:.1%}", f"{n.escalation.share_escalated:.1%}"),
+        ("threshold", f"{b.escalation.threshold:.2f}", f"{n.escalation.threshold:.2f}"),
+        ("ECE", f"{b.ece:.4f}", f"{n.ece:.4f}"),
+        ("texts/s", f"{outcome.base.texts_per_s:,.0f}", f"{outcome.new.texts_per_s:,.0f}"),
+    ]
+    training = outcome.card["training"]
+    split = outcome.card["split"]
+    lines = [
+        f"trained on {split['training']:,} examples ({split['validation']:,} for early stopping), "
+        f"judged on {split['held_out']:,} held out",
+        f"{training['steps']:,} steps, {training['epochs_run']} epochs in {training['seconds']:.0f} s on "
+        f"{training['device']}" + (", stopped early" if training["stopped_early"] else ""),
+        "",
+        f"{'held-out part':24}{'base':>12}{'new':>12}",
+        *(f"{name:24}{left:>12}{right:>12}" for name, left, right in rows),
+        "",
+        f"base: {outcome.base.name}",
+        f"new:  {outcome.new.name}, temperature {outcome.calibration.temperature:.4f} "
+        "(its figures above cross-fitted on the held-out part)",
+    ]
+    if outcome.calibration.threshold is not None:
+        lines.append(f"threshold {outcome.calibration.threshold:.2f} chosen for {outcome.calibration.threshold_rule}")
+    lines.append(f"model, calibration and card written to {outcome.out}")
+    return "\n".join(lines)
+
+
+def render_card(card: dict[str, Any]) -> str:
+    held = card["held_out"]
+    lines = [
+        f"# Fine-tuned from {card['base_model']}",
+        "",
+        f"Written by `triage-worker finetune` on {card['at']}. Revision {card['revision']}; base revision "
+        f"{card['base_revision']}.",
+        "",
+        f"Data: {card['data']['file']} ({card['data']['examples']:,} examples, {card['data']['bytes']:,} bytes, "
+        f"sha256 {card['data']['sha256'][:16]}...), split {card['split']}.",
+        "",
+        "| held-out figure | base | this model |",
+        "| --- | --- | --- |",
+    ]
+    for name in held["base"]:
+        lines.append(f"| {name} | {held['base'][name]} | {held['new'][name]} |")
+    lines += ["", f"Recipe: {card['recipe']}", ""]
+    return "\n".join(lines)
+
+
+def _figures(evaluation: Evaluation) -> dict[str, Any]:
+    e = evaluation.escalation
+    return {
+        "examples": evaluation.n,
+        "accuracy": round(evaluation.accuracy, 4),
+        "macro_f1": round(evaluation.macro_f1, 4),
+        "negatives_caught": None if e.negatives_caught is None else round(e.negatives_caught, 4),
+        "escalations_negative": None if e.escalation_precision is None else round(e.escalation_precision, 4),
+        "share_escalated": round(e.share_escalated, 4),
+        "threshold": e.threshold,
+        "ece": round(evaluation.ece, 4),
+    }
+
+
+def _texts(examples: Sequence[Example]) -> LabelledTexts:
+    return LabelledTexts([e.text for e in examples], [e.label for e in examples], [e.weight for e in examples])
+
+
+def _threshold(settings: Settings, classifier: Any) -> float:
+    from worker.runtime.wiring import build_policy
+
+    return build_policy(settings, classifier).threshold
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OperatorError(f"--out {out} exists and is not an empty folder; name a new one")
+
+
+class StepBar:
+    """Training progress on stderr: a tqdm bar when installed, else a line every tenth of the way."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            if step % max(1, total // 10) == 0:
+                print(f"training: step {step:,}/{total:,}, loss {loss:.4f}", file=sys.stderr)
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="step", desc="training")
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
