@@ -16,6 +16,7 @@ from tests.checkpoints import CORPUS
 from tests.integration.test_store import result
 from tests.services import WorkerProcess, produce, rows, wait_until
 from worker.cli import main
+from worker.contracts.values import ClassifiedItem
 from worker.devtools.local_services import LocalBroker, read_topic
 from worker.ops import migrate
 from worker.runtime.housekeeping import prune_outbox
@@ -136,12 +137,20 @@ def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_
             connection.execute(
                 text("select feedback_results_ensure_week(cast(:d as date))"), {"d": now - timedelta(days=days)}
             )
+    from dataclasses import replace
+
+    from worker.contracts.values import ShadowAnswer
+
     store = ResultStore(engine)
-    old = [result(f"old-{i}", "negative", 0.9) for i in range(5)]
+
+    def with_shadow(item: ClassifiedItem) -> ClassifiedItem:
+        return replace(item, shadow=ShadowAnswer("candidate", "dir:c", None, item.prediction, item.decision))
+
+    old = [with_shadow(result(f"old-{i}", "negative", 0.9)) for i in range(5)]
     assert store.write(old, now=now - timedelta(days=25)).inserted == 5
     replay = store.write(old, now=now - timedelta(days=6))  # another week, another partition: nothing new
     assert replay.inserted == 0 and sorted(replay.duplicates) == sorted(r.item.event_id for r in old)
-    assert store.write([result(f"new-{i}", "positive", 0.9) for i in range(5)], now=now).inserted == 5
+    assert store.write([with_shadow(result(f"new-{i}", "positive", 0.9)) for i in range(5)], now=now).inserted == 5
     weeks = rows(database_url, "select tableoid::regclass::text, count(*) from feedback_results group by 1 order by 1")
     assert [n for _, n in weeks] == [5, 5] and all(name.startswith("feedback_results_w") for name, _ in weeks)
     assert rows(database_url, "select count(*) from feedback_results_default") == [(0,)]
@@ -150,6 +159,7 @@ def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_
     assert weeks[0][0] in dropped.partitions and weeks[1][0] not in dropped.partitions and dropped.ids == 5
     assert rows(database_url, "select count(*) from feedback_results") == [(5,)]
     assert rows(database_url, "select count(*) from result_ids") == [(5,)]
+    assert rows(database_url, "select event_id from shadow_results order by 1") == [(f"new-{i}",) for i in range(5)]
     assert rows(database_url, "select sum(total) from sentiment_rollup_live") == [(10,)]  # the counts outlive the rows
     assert ResultPartitions(engine, keep=None).drop_expired(now=now) == type(dropped)([], 0)
     assert store.write(old, now=now).inserted == 5  # older than the retention: stored again, as documented

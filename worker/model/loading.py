@@ -74,7 +74,9 @@ def load(model: str, device: torch.device, revision: str | None = None) -> Loade
     return LoadedModel(tokenizer, loaded, device, dtype)
 
 
-def load_trainable(model: str, head: str = "classification") -> tuple[PreTrainedTokenizerBase, Any]:
+def load_trainable(
+    model: str, head: str = "classification", revision: str | None = None
+) -> tuple[PreTrainedTokenizerBase, Any]:
     """The tokenizer and the model in fp32 on the CPU, in train mode, for `finetune` or `adapt`:
     `head` is "classification" (a two-label head, new when the checkpoint has none) or "masked_lm"."""
     hf_logging.set_verbosity_error()
@@ -82,8 +84,9 @@ def load_trainable(model: str, head: str = "classification") -> tuple[PreTrained
     local_only = _check_reachable(model)
     kind = AutoModelForSequenceClassification if head == "classification" else AutoModelForMaskedLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only)
-        loaded = kind.from_pretrained(model, dtype=torch.float32, local_files_only=local_only)
+        pinned = {"revision": revision} if revision else {}
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, **pinned)
+        loaded = kind.from_pretrained(model, dtype=torch.float32, local_files_only=local_only, **pinned)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
     return tokenizer, loaded.train()

@@ -4,8 +4,9 @@ Run by the housekeeping loop (every TIDY_INTERVAL_S, and at start) in each worke
 lock so two workers never change partitions at once. `ensure_partitions` creates this week's and
 next week's partition (rows outside every partition would land in the default one). `drop_expired`
 drops the weeks that ended before `now - retention` (a drop, not a delete: cheap at any size) and
-then forgets their ids in the ledger, LEDGER_BATCH at a time until none is left or the round's
-time is up, so a replay of an event older than the retention is stored again. The hourly rollups
+then forgets their ids in the ledger and their shadow candidates' answers (`shadow_results`),
+LEDGER_BATCH at a time until none is left or the round's time is up, so a replay of an event older
+than the retention is stored again. The hourly rollups
 keep counting the dropped rows.
 
 Two guards keep one process from dropping current weeks: "now" is the database's clock, never the
@@ -34,6 +35,11 @@ LOCK_TIMEOUT = "2s"
 FORGET_IDS = """
     DELETE FROM result_ids WHERE event_id IN (
         SELECT event_id FROM result_ids WHERE processed_at < :before LIMIT :limit
+    )
+"""
+FORGET_SHADOWS = """
+    DELETE FROM shadow_results WHERE ctid IN (
+        SELECT ctid FROM shadow_results WHERE processed_at < :before LIMIT :limit
     )
 """
 RETENTION_SETTING = "results_retention"  # seconds, in triage_settings
@@ -105,6 +111,7 @@ class ResultPartitions:
         while left and time.monotonic() - started < self.budget_s:
             with self.engine.begin() as connection:
                 forgotten = connection.execute(text(FORGET_IDS), {"before": week, "limit": LEDGER_BATCH}).rowcount
+                shadows = connection.execute(text(FORGET_SHADOWS), {"before": week, "limit": LEDGER_BATCH}).rowcount
             ids += forgotten
-            left = forgotten == LEDGER_BATCH
+            left = max(forgotten, shadows) == LEDGER_BATCH
         return Dropped(dropped, ids, ids_left=left)

@@ -6,6 +6,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from worker.contracts.errors import OperatorError
 from worker.settings import Settings
@@ -83,7 +84,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
     parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
+    parser.add_argument(
+        "--shadow",
+        metavar="MODEL",
+        help="e2e: run twice, without and with this shadow candidate (TRIAGE_SHADOW_MODEL), and print the ratio",
+    )
     parser.add_argument("--json", type=Path, help="write the result here")
+
+
+def _shadow_cost(args: argparse.Namespace, settings: Settings, texts: list[str]) -> tuple[dict[str, Any], str]:
+    """The same e2e run without and with a shadow candidate, one after the other in this process."""
+    from worker.devtools.bench.e2e_mode import bench_e2e
+
+    if args.mode != "e2e" or args.no_model:
+        raise OperatorError("--shadow measures the whole worker: use it with --mode e2e, without --no-model")
+    runs = {
+        label: bench_e2e(
+            settings.with_overrides(shadow_model=shadow), texts, args.events, args.partitions, args.rate, args.workers
+        )
+        for label, shadow in (("without_shadow", None), ("with_shadow", args.shadow))
+    }
+    ratio = round(runs["with_shadow"]["events_per_s"] / runs["without_shadow"]["events_per_s"], 3)
+    summary = (
+        f"shadow_ratio={ratio} without_shadow_events_per_s={runs['without_shadow']['events_per_s']} "
+        f"with_shadow_events_per_s={runs['with_shadow']['events_per_s']} device={runs['with_shadow']['device']}"
+    )
+    return {**runs, "shadow": args.shadow, "shadow_ratio": ratio}, summary
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,6 +145,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
                 f"label_agreement={result['label_agreement']} device={result['device']}"
             )
+        elif args.shadow:
+            result, summary = _shadow_cost(args, settings, texts)
         else:
             result = bench_e2e(settings, texts, args.events, args.partitions, args.rate, args.workers, args.no_model)
             summary = (

@@ -78,10 +78,11 @@ def adapt(
     recipe: Recipe,
     truncation: Truncation,
     device: torch.device,
+    revision: str | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> Adapted:
     seed_everything(recipe.seed)
-    tokenizer, model = load_trainable(base, "masked_lm")
+    tokenizer, model = load_trainable(base, "masked_lm", revision)
     if tokenizer.mask_token_id is None:
         raise ModelLoadError(f"the tokenizer of {base!r} has no mask token, so it cannot be trained as a masked LM")
     encoder = Encoder(
@@ -130,7 +131,7 @@ def adapt(
         on_step=on_step,
     )
     after = validation_loss(model, held_out_batches, loss_of, device)
-    return Adapted(_with_head_of(base, model.cpu()), tokenizer, log, before, after)
+    return Adapted(_with_head_of(base, model.cpu(), revision), tokenizer, log, before, after)
 
 
 def masked_lm_loss(model: Any, inputs: Batch) -> torch.Tensor:
@@ -147,11 +148,11 @@ def masked_lm_loss(model: Any, inputs: Batch) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, labels[picked])
 
 
-def _with_head_of(base: str, adapted: Any) -> Any:
+def _with_head_of(base: str, adapted: Any, revision: str | None) -> Any:
     """The base's classifier over the adapted encoder, when the base has one; else `adapted` itself."""
     if not any("ForSequenceClassification" in name for name in adapted.config.architectures or []):
         return adapted
-    _, classifier = load_trainable(base, "classification")
+    _, classifier = load_trainable(base, "classification", revision)
     missing, unexpected = classifier.base_model.load_state_dict(adapted.base_model.state_dict(), strict=False)
     if unexpected or any(not name.startswith("pooler.") for name in missing):
         raise ModelLoadError(f"cannot put the adapted encoder under {base!r}'s head: {missing + unexpected}")

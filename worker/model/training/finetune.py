@@ -73,10 +73,11 @@ def finetune(
     truncation: Truncation,
     device: torch.device,
     label_map: Mapping[str, str] | None = None,
+    revision: str | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> FineTuned:
     seed_everything(recipe.seed)
-    tokenizer, model = load_trainable(base, "classification")
+    tokenizer, model = load_trainable(base, "classification", revision)
     index_of = _label_indexes(model, label_map)
     encoder = Encoder(
         tokenizer,

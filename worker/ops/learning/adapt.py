@@ -68,7 +68,16 @@ def run(
     held, training = unique[:cut], unique[cut:]
     bar = StepBar() if show_progress else None
     device = resolve_device(settings.device)
-    adapted = adapt(base, training, held, recipe=recipe, truncation=settings.truncation, device=device, on_step=bar)
+    adapted = adapt(
+        base,
+        training,
+        held,
+        recipe=recipe,
+        truncation=settings.truncation,
+        device=device,
+        revision=settings.model_revision,
+        on_step=bar,
+    )
     if bar is not None:
         bar.close()
     adapted.save(out)

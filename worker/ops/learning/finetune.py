@@ -51,6 +51,7 @@ class Judged:
     """One model on the held-out part."""
 
     name: str
+    revision: str
     evaluation: Evaluation  # labels at 0.5; probabilities calibrated as the worker would run it
     texts_per_s: float
 
@@ -126,9 +127,10 @@ def run(
     base_settings = settings.with_overrides(model=base)
     base_classifier = build_classifier(base_settings)
     threshold = _threshold(settings, base_classifier)
-    base_scored = evaluate.score(base_classifier, held, show_progress=False)
+    base_scored = evaluate.score(base_classifier, held, show_progress=show_progress)
     base_judged = Judged(
-        f"{base} ({base_classifier.revision})",
+        base,
+        base_classifier.revision,
         measure(base_scored.truths, base_scored.negative_probs, threshold, base_scored.weights),
         base_scored.texts_per_s,
     )
@@ -144,6 +146,7 @@ def run(
         truncation=settings.truncation,
         device=resolve_device(settings.device),
         label_map=settings.label_map,
+        revision=settings.model_revision,
         on_step=bar,
     )
     if bar is not None:
@@ -151,20 +154,21 @@ def run(
     tuned.save(out)
 
     new_classifier = build_classifier(settings.with_overrides(model=str(out), calibration="off"))
-    new_scored = evaluate.score(new_classifier, held, show_progress=False)
+    new_scored = evaluate.score(new_classifier, held, show_progress=show_progress)
     probs = cross_fitted(new_scored.margins, new_scored.truths)
     chosen, rule = None, None
     if min_precision is not None or max_share is not None:
         chosen, rule = choose_threshold(new_scored.truths, probs, min_precision=min_precision, max_share=max_share)
     new_threshold = chosen.threshold if chosen else settings.low_confidence_threshold
     new_judged = Judged(
-        f"{out} ({new_classifier.revision})",
+        str(out),
+        new_classifier.revision,
         measure(new_scored.truths, probs, new_threshold, new_scored.weights),
         new_scored.texts_per_s,
     )
     card = {
         "base_model": base,
-        "base_revision": base_judged.name.rsplit("(", 1)[1].rstrip(")"),
+        "base_revision": base_judged.revision,
         "revision": new_classifier.revision,
         "data": data_identity(data, len(examples)),
         "split": {"training": len(training), "validation": len(validation), "held_out": len(held)},
@@ -237,8 +241,8 @@ def render(outcome: Outcome) -> str:
         f"{'held-out part':24}{'base':>12}{'new':>12}",
         *(f"{name:24}{left:>12}{right:>12}" for name, left, right in rows),
         "",
-        f"base: {outcome.base.name}",
-        f"new:  {outcome.new.name}, temperature {outcome.calibration.temperature:.4f} "
+        f"base: {outcome.base.name} ({outcome.base.revision})",
+        f"new:  {outcome.new.name} ({outcome.new.revision}), temperature {outcome.calibration.temperature:.4f} "
         "(its figures above cross-fitted on the held-out part)",
     ]
     if outcome.calibration.threshold is not None:
