@@ -7,6 +7,7 @@ here, before any connection is opened, with a message that names the variable.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000)
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
     kafka_max_message_bytes: int = Field(1_048_576, ge=1_024)
+    # Static group membership (KIP-345): a restart within the session timeout keeps this member's
+    # partitions instead of rebalancing the group. Stable per replica (a StatefulSet pod's name);
+    # with --processes N each process gets "-0" ... "-(N-1)" appended.
+    kafka_group_instance_id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
     # Security settings are passed straight through to kafka-python.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -323,9 +328,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from the environment, turning validation errors into one clear message."""
+    """Build the settings from the environment, turning validation errors into one clear message.
+
+    With TRIAGE_SECRETS_DIR, a setting can also come from a file of that folder named after its
+    variable (`TRIAGE_DATABASE_URL`, any case), as Kubernetes and Docker mount secrets; a variable
+    in the environment wins over the file."""
+    secrets_dir = os.environ.get("TRIAGE_SECRETS_DIR")
+    if secrets_dir is not None and not os.path.isdir(secrets_dir):
+        raise SettingsError(f"invalid configuration:\n  TRIAGE_SECRETS_DIR: {secrets_dir!r} is not a folder")
     try:
-        return Settings(**overrides)
+        return Settings(**overrides, _secrets_dir=secrets_dir)
     except ValidationError as exc:
         raise SettingsError(describe(exc)) from None
 

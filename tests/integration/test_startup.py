@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from tests.services import WorkerProcess, wait_until
-from worker.devtools.local_services import free_port
+from tests.services import WorkerProcess, produce, scalar, wait_until
+from worker.devtools.local_services import LocalBroker, free_port
 from worker.ops import migrate
 
 pytestmark = pytest.mark.integration
@@ -83,3 +83,21 @@ def test_an_unreachable_broker_is_waited_for_and_readyz_says_why(worker_env: dic
     assert "Traceback" not in logs
     waits = [json.loads(line) for line in logs.splitlines() if '"waiting_for_broker"' in line]
     assert all("NoBrokersAvailable" in w["error"] or "KafkaTimeoutError" in w["error"] for w in waits), waits
+
+
+def test_secrets_from_mounted_files_and_a_static_member_id(
+    broker: LocalBroker, database_url: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The database URL (with its password) from a file in TRIAGE_SECRETS_DIR, as Kubernetes mounts a
+    Secret, and static group membership (TRIAGE_KAFKA_GROUP_INSTANCE_ID) against the real broker."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "TRIAGE_DATABASE_URL").write_text(database_url)
+    produce(broker.bootstrap_servers, [(None, json.dumps({"text": f"static member {i}"}).encode()) for i in range(10)])
+    env = {k: v for k, v in worker_env.items() if k != "TRIAGE_DATABASE_URL"}
+    env |= {"TRIAGE_SECRETS_DIR": str(secrets), "TRIAGE_KAFKA_GROUP_INSTANCE_ID": "triage-worker-0"}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: scalar(database_url, "select count(*) from feedback_results") == 10, 90, "stored")
+    finally:
+        assert worker.stop() == 0, worker.logs()[-2000:]

@@ -1,6 +1,9 @@
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from worker.settings import Settings, SettingsError, load_settings
 
@@ -151,3 +154,35 @@ def test_the_supervisor_passes_a_childs_operator_exit_through() -> None:
         assert _wait([Child(1, 3), Child(2, None)], threading.Event(), metrics_dir) == 3  # type: ignore[list-item]
         assert _wait([Child(3, 2), Child(4, None)], threading.Event(), metrics_dir) == 2  # type: ignore[list-item]
         assert _wait([Child(5, -9), Child(6, None)], threading.Event(), metrics_dir) == CHILD_DIED_EXIT  # type: ignore[list-item]
+
+
+def test_settings_come_from_mounted_secret_files_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "TRIAGE_DATABASE_URL").write_text("postgresql://triage:from-file@db:5432/triage")
+    (tmp_path / "triage_kafka_sasl_password").write_text("sasl-from-file")
+    monkeypatch.setenv("TRIAGE_SECRETS_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.database_url.get_secret_value().endswith("from-file@db:5432/triage")
+    assert (
+        settings.kafka_sasl_password is not None and settings.kafka_sasl_password.get_secret_value() == "sasl-from-file"
+    )
+    assert "from-file" not in json.dumps(settings.safe_dump())
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", "postgresql://triage:from-env@db/triage")
+    assert "from-env" in load_settings().database_url.get_secret_value()
+    monkeypatch.setenv("TRIAGE_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="TRIAGE_SECRETS_DIR: .* is not a folder"):
+        load_settings()
+
+
+def test_each_supervised_process_gets_its_own_static_member_id() -> None:
+    from worker.runtime.supervisor import member_of
+
+    settings = Settings(kafka_group_instance_id="triage-worker-0")
+    assert [member_of(settings, i) for i in range(2)] == [
+        {"TRIAGE_KAFKA_GROUP_INSTANCE_ID": "triage-worker-0-0"},
+        {"TRIAGE_KAFKA_GROUP_INSTANCE_ID": "triage-worker-0-1"},
+    ]
+    assert member_of(Settings(), 0) == {}
+    with pytest.raises(ValidationError):
+        Settings(kafka_group_instance_id="no spaces")

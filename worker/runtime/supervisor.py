@@ -44,11 +44,11 @@ def supervise(settings: Settings) -> int:
         children = [
             subprocess.Popen(
                 [sys.executable, "-m", "worker", "run"],
-                env=env,
+                env=env | member_of(settings, index),
                 start_new_session=True,  # a terminal's Ctrl-C reaches them once, forwarded, not twice
                 preexec_fn=_die_with_parent,
             )
-            for _ in range(settings.processes)
+            for index in range(settings.processes)
         ]
         stopping = threading.Event()
 
@@ -71,6 +71,14 @@ def supervise(settings: Settings) -> int:
 
 
 OPERATOR_EXITS = (2, 3)
+
+
+def member_of(settings: Settings, index: int) -> dict[str, str]:
+    """A child's own static group member id (TRIAGE_KAFKA_GROUP_INSTANCE_ID plus its index), if one is set:
+    two members with one id would fence each other off."""
+    if settings.kafka_group_instance_id is None:
+        return {}
+    return {"TRIAGE_KAFKA_GROUP_INSTANCE_ID": f"{settings.kafka_group_instance_id}-{index}"}
 
 
 def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, metrics_dir: str) -> int:

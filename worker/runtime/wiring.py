@@ -116,6 +116,7 @@ def build_consumer(settings: Settings) -> KafkaConsumer:
         heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 3, 100),
         max_partition_fetch_bytes=max(settings.kafka_max_message_bytes, 1_048_576),
         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        **({"group_instance_id": settings.kafka_group_instance_id} if settings.kafka_group_instance_id else {}),
         **settings.kafka_common(),
     )
 
