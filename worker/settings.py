@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     results_retention: timedelta | None = None
     retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
     shutdown_grace_s: float = Field(30.0, gt=0)
+    # /healthz answers 503 when the main loop has not polled for this long (a liveness probe restarts it).
+    health_stall_s: float = Field(120.0, gt=0)
     # Before a rebalance moves partitions, how long the batches in hand may take to finish (and be
     # committed); the rest are left to the next owner. Unset: half the poll interval, at most the grace.
     revoke_drain_s: float | None = Field(None, gt=0)

@@ -148,3 +148,37 @@ def test_a_dead_letter_larger_than_a_request_may_be_goes_without_its_value(broke
     assert letter.key == b"big" and letter.value is None
     assert headers["triage.value.omitted_bytes"] == "50000" and headers["triage.source.offset"] == "77"
     producer.close()
+
+
+def test_the_unpublished_outbox_is_measured_per_kind_and_exported(database_url: str) -> None:
+    from worker.runtime.background import RoundReport
+    from worker.runtime.batches import StageName
+    from worker.runtime.housekeeping import Housekeeping
+    from worker.runtime.metrics import Metrics
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into escalation_outbox (event_id, kind, payload, created_at, published_at, attempts) values "
+                "('w-1', 'escalation', '{}', now() - interval '2 minutes', null, 3), "
+                "('w-2', 'escalation', '{}', now() - interval '1 minute', null, 1), "
+                "('w-3', 'result', '{}', now(), null, 0), "
+                "('w-4', 'escalation', '{}', now() - interval '1 hour', now(), 1)"
+            )
+        )
+    housekeeping = Housekeeping(engine, ResultPartitions(engine, None), None)
+    housekeeping.watch_outbox()
+    escalations, results = housekeeping.unpublished["escalation"], housekeeping.unpublished["result"]
+    assert escalations.rows == 2 and 115 < escalations.oldest_s < 600  # the published hour-old row does not count
+    assert results.rows == 1 and results.oldest_s < 60
+    metrics = Metrics()
+    metrics.observe_round(RoundReport(StageName.HOUSEKEEPING, 0.01, unpublished=housekeeping.unpublished))
+    value = metrics.registry.get_sample_value
+    assert value("triage_outbox_unpublished", {"kind": "escalation"}) == 2
+    assert value("triage_outbox_oldest_unpublished_seconds", {"kind": "escalation"}) == escalations.oldest_s
+    with engine.begin() as connection:
+        connection.execute(text("update escalation_outbox set published_at = now()"))
+    housekeeping.watch_outbox()
+    assert housekeeping.unpublished == {"escalation": type(escalations)(0, 0.0), "result": type(escalations)(0, 0.0)}
+    engine.dispose()

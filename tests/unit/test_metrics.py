@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.contracts.errors import ErrorClass
 from worker.contracts.values import RawRecord, Rejection, StoreOutcome
 from worker.runtime.batches import BatchReport, Inferred, Polled, StageName, Stored
-from worker.runtime.health import HealthServer
+from worker.runtime.health import HealthServer, Heartbeat
 from worker.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,3 +148,74 @@ def test_observability_profile_is_wired() -> None:
     sources = (ROOT / "worker/ops/observability/grafana/provisioning/datasources/datasources.yml").read_text()
     uids = {d["uid"] for d in yaml.safe_load(sources)["datasources"]}
     assert {t["datasource"]["uid"] for p in DASHBOARD["panels"] for t in p["targets"]} <= uids
+
+
+def test_healthz_fails_when_the_main_loop_stops_turning() -> None:
+    now = [100.0]
+    heartbeat = Heartbeat(clock=lambda: now[0])
+    server = HealthServer(
+        0, Metrics().registry, lambda: {"model": True}, host="127.0.0.1", liveness=lambda: heartbeat.stalled(60)
+    ).start()
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    try:
+        now[0] += 3600  # a model loading for an hour: the loop has not started, so nothing is wrong yet
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+        heartbeat.beat()
+        now[0] += 59
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+        now[0] += 2
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 503
+        assert json.loads(refused.value.read()) == {"status": "stalled", "main_loop_idle_s": 61.0}
+        heartbeat.beat()
+        assert urllib.request.urlopen(url, timeout=5).status == 200
+    finally:
+        server.stop()
+
+
+def test_the_runner_beats_on_every_poll() -> None:
+    from tests.unit.fakes import MemoryDeadLetters, MemorySource, MemoryStore, build_runner
+
+    source = MemorySource({0: [b'{"text": "fine"}'] * 3})
+    runner = build_runner(source, MemoryStore(), MemoryDeadLetters())
+    assert runner.heartbeat.last is None
+    runner.run(until=lambda totals: totals.stored == 3)
+    assert runner.heartbeat.last is not None
+
+
+ALERTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "worker/ops/observability/alerts.yml").read_text())
+PROMQL_FUNCTIONS = {"sum", "max", "rate", "increase", "deriv", "clamp_min", "by", "on", "and"}
+
+
+def promql_problems(expr: str) -> list[str]:
+    """A small check of the PromQL the alert rules use: brackets balance, quotes close, and every
+    identifier followed by `(` is a function or aggregation we know."""
+    problems, stack = [], []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for char in re.sub(r'"[^"]*"', '""', expr):
+        if char in "([{":
+            stack.append(char)
+        elif char in pairs:
+            if not stack or stack.pop() != pairs[char]:
+                problems.append(f"unbalanced {char!r}")
+    if stack or expr.count('"') % 2:
+        problems.append("unclosed bracket or quote")
+    called = set(re.findall(r"\b([a-z_]+)\s*\(", re.sub(r'"[^"]*"', '""', expr)))
+    problems += [f"unknown function {name}" for name in called - PROMQL_FUNCTIONS]
+    return problems
+
+
+def test_every_alert_rule_parses_and_queries_exported_metrics() -> None:
+    rules = [rule for group in ALERTS["groups"] for rule in group["rules"]]
+    assert {r["alert"] for r in rules} >= {
+        "TriageEscalationsStuck", "TriageDeadLettersSurging", "TriageWorkerDown", "TriageWorkerWedged",
+        "TriageLagGrowing", "TriageHousekeepingBehind",
+    }  # fmt: skip
+    exported = Metrics().exported_names() | {"up"}
+    for rule in rules:
+        assert not promql_problems(rule["expr"]), (rule["alert"], promql_problems(rule["expr"]))
+        queried = set(re.findall(r"\b(triage_[a-z_]+|up)\b(?=\s*[{\[)]|\s*[<>=]|\s*$)", rule["expr"]))
+        assert queried and queried <= exported, (rule["alert"], sorted(queried - exported))
+        assert rule["labels"]["severity"] in {"page", "ticket"} and rule["annotations"]["summary"]
+    assert promql_problems("sum(rate(x[5m])") and promql_problems("nope(x)")  # the check can fail

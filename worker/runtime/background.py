@@ -24,14 +24,24 @@ log = get_logger("worker.background")
 
 
 @dataclass(frozen=True)
+class Unpublished:
+    """Outbox rows of one kind not yet acknowledged by the broker, and how long the oldest has waited."""
+
+    rows: int
+    oldest_s: float  # 0 when there are none
+
+
+@dataclass(frozen=True)
 class RoundReport:
     """What one round of a background loop did: its busy time, what it published (by outbox kind),
-    and the work it left for later (by chore: rows a chore could not get through in its time)."""
+    the work it left for later (by chore: rows a chore could not get through in its time), and the
+    outbox rows still waiting for the broker (by kind), where the loop measures them."""
 
     stage: StageName
     busy_s: float
     published: Mapping[str, int] = field(default_factory=dict)
     backlog: Mapping[str, int] = field(default_factory=dict)
+    unpublished: Mapping[str, Unpublished] = field(default_factory=dict)
 
 
 OnRound = Callable[[RoundReport], None]
@@ -58,6 +68,7 @@ class Periodic:
         *,
         last_round: Callable[[], Mapping[str, int] | None] | None = None,
         backlog: Callable[[], Mapping[str, int]] = dict,
+        unpublished: Callable[[], Mapping[str, Unpublished]] = dict,
     ) -> None:
         self.name = name
         self.stage = stage
@@ -65,6 +76,7 @@ class Periodic:
         self._round = round
         self._last_round = last_round
         self._backlog = backlog
+        self._unpublished = unpublished
         self._stop = threading.Event()
         self._final_round = True
         self._on_round: OnRound = lambda report: None
@@ -94,5 +106,6 @@ class Periodic:
             published = job()
         except Exception as exc:  # noqa: BLE001 - a background round; the next one tries again
             log.error(f"{self.name}_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        report = RoundReport(self.stage, time.perf_counter() - started, published or {}, dict(self._backlog()))
+        busy_s = time.perf_counter() - started
+        report = RoundReport(self.stage, busy_s, published or {}, dict(self._backlog()), dict(self._unpublished()))
         self._on_round(report)

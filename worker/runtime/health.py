@@ -1,8 +1,11 @@
 """Health: /metrics, /healthz and /readyz on TRIAGE_METRICS_PORT, and the readiness probes.
 
-`/metrics` is the Prometheus text format, `/healthz` answers while the process runs (also during a
-long model load), and `/readyz` answers 200 only when every readiness check passes (database
-reachable and at the migrations' head, broker reachable, model loaded), 503 with the failing checks otherwise.
+`/metrics` is the Prometheus text format, `/healthz` answers 200 while the process runs (also during
+a long model load) unless its main loop has stopped turning: once the loop has started, a poll
+that has not come round for TRIAGE_HEALTH_STALL_S makes it answer 503 (a wedged worker is
+restarted by its liveness probe, not left doing nothing), and `/readyz` answers 200 only when
+every readiness check passes (database reachable and at the migrations' head, broker reachable,
+model loaded), 503 with the failing checks otherwise.
 
 The server is small and defensive: it listens on TRIAGE_METRICS_HOST, serves at most
 MAX_CONNECTIONS at once (a connection beyond that is closed at once rather than given a thread),
@@ -27,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from worker.runtime.schema import schema_state
 
 ReadyCheck = Callable[[], Mapping[str, bool]]
+Liveness = Callable[[], Mapping[str, Any] | None]  # None: alive; else why not, for the response body
 MAX_CONNECTIONS = 16
 REQUEST_TIMEOUT_S = 5.0
 
@@ -53,10 +57,35 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self.slots.release()
 
 
+class Heartbeat:
+    """When the main loop last turned: the runner beats on every poll, /healthz reads its age."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last: float | None = None  # None until the loop's first turn (start-up waits, model load)
+
+    def beat(self) -> None:
+        self.last = self.clock()
+
+    def stalled(self, after_s: float) -> Mapping[str, Any] | None:
+        """None while the loop turns (or has not started); else how long it has been idle."""
+        if self.last is None:
+            return None
+        idle = self.clock() - self.last
+        return {"status": "stalled", "main_loop_idle_s": round(idle, 1)} if idle > after_s else None
+
+
 class HealthServer:
     """`/metrics`, `/healthz` and `/readyz` on one port, in a daemon thread."""
 
-    def __init__(self, port: int, registry: CollectorRegistry, ready: ReadyCheck, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int,
+        registry: CollectorRegistry,
+        ready: ReadyCheck,
+        host: str = "0.0.0.0",
+        liveness: Liveness = lambda: None,
+    ) -> None:
         class Handler(BaseHTTPRequestHandler):
             timeout = REQUEST_TIMEOUT_S  # the socket's: a client that sends nothing is dropped
 
@@ -65,7 +94,9 @@ class HealthServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._send(200, b'{"status": "alive"}\n', "application/json")
+                    problem = liveness()
+                    body = json.dumps(problem or {"status": "alive"}).encode() + b"\n"
+                    self._send(503 if problem else 200, body, "application/json")
                 elif path == "/readyz":
                     checks = dict(ready())
                     status = 200 if all(checks.values()) else 503

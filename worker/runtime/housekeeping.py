@@ -1,6 +1,8 @@
 """Housekeeping: the chores that keep the database small and the queries fast, in one background loop.
 
     every FOLD_INTERVAL_S (1 s):      fold the store's pending rollup counts into the hourly rollups (rollups)
+    every WATCH_INTERVAL_S (5 s):     count the unpublished outbox rows per kind and the oldest one's age
+                                      (`triage_outbox_unpublished`, `triage_outbox_oldest_unpublished_seconds`)
     every TIDY_INTERVAL_S (60 s),     delete outbox rows published longer ago than TRIAGE_OUTBOX_RETENTION,
     and once at start:                create this week's and next week's results partition,
                                       drop the weeks older than TRIAGE_RESULTS_RETENTION (partitions)
@@ -26,7 +28,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, text
 
 from worker.logs import get_logger
-from worker.runtime.background import Periodic
+from worker.runtime.background import Periodic, Unpublished
 from worker.runtime.batches import StageName
 from worker.runtime.partitions import ResultPartitions
 from worker.runtime.rollups import FOLD_INTERVAL_S, fold
@@ -34,6 +36,11 @@ from worker.runtime.rollups import FOLD_INTERVAL_S, fold
 log = get_logger("worker.housekeeping")
 
 TIDY_INTERVAL_S = 60.0
+WATCH_INTERVAL_S = 5.0
+UNPUBLISHED = """
+    SELECT kind, count(*), coalesce(extract(epoch from now() - min(created_at)), 0)
+    FROM escalation_outbox WHERE published_at IS NULL GROUP BY kind
+"""
 TIDY_BUDGET_S = 20.0
 PRUNE_BATCH = 10_000
 PRUNE = """
@@ -92,8 +99,10 @@ class Housekeeping:
         self.partitions = partitions
         self.outbox_retention = outbox_retention
         self.backlog: dict[str, int] = {"outbox_prune": 0, "result_ids": 0}
+        self.unpublished: dict[str, Unpublished] = {}
         self.chores = [
             Chore("rollup_fold", FOLD_INTERVAL_S, self.fold_rollups, due=time.monotonic() + FOLD_INTERVAL_S),
+            Chore("outbox_watch", WATCH_INTERVAL_S, self.watch_outbox),
             Chore("outbox_prune", TIDY_INTERVAL_S, self.prune_outbox),
             Chore("partitions", TIDY_INTERVAL_S, self.keep_partitions),
         ]
@@ -113,6 +122,16 @@ class Housekeeping:
         """The pending counts stay pending if this fails: the live view is exact either way."""
         fold(self.engine)
 
+    def watch_outbox(self) -> None:
+        """Uses the outbox's partial index on unpublished rows: cheap while the relay keeps up."""
+        with self.engine.connect() as connection:
+            found = {
+                kind: Unpublished(int(rows), float(age)) for kind, rows, age in connection.execute(text(UNPUBLISHED))
+            }
+        self.unpublished = {
+            kind: found.get(kind, Unpublished(0, 0.0)) for kind in {*self.unpublished, *found, "escalation"}
+        }
+
     def prune_outbox(self) -> None:
         pruned = prune_outbox(self.engine, self.outbox_retention)
         self.backlog["outbox_prune"] = pruned.left
@@ -131,5 +150,10 @@ def housekeeping_loop(housekeeping: Housekeeping) -> Periodic:
     """Housekeeping as a background loop: a round every second (the shortest chore interval)."""
     interval_s = min(chore.every_s for chore in housekeeping.chores)
     return Periodic(
-        "housekeeping", StageName.HOUSEKEEPING, housekeeping.round, interval_s, backlog=lambda: housekeeping.backlog
+        "housekeeping",
+        StageName.HOUSEKEEPING,
+        housekeeping.round,
+        interval_s,
+        backlog=lambda: housekeeping.backlog,
+        unpublished=lambda: housekeeping.unpublished,
     )

@@ -97,6 +97,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.outbox_unpublished = Gauge(
+            "triage_outbox_unpublished",
+            "Outbox rows the broker has not acknowledged yet, by kind (escalation, result)",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livemax",  # every worker measures the same table
+        )
+        self.outbox_oldest = Gauge(
+            "triage_outbox_oldest_unpublished_seconds",
+            "How long the oldest unpublished outbox row of each kind has waited (0: none waits)",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.housekeeping_backlog = Gauge(
             "triage_housekeeping_backlog",
             "Rows a housekeeping chore could not get through in its last round (0: it keeps pace)",
@@ -142,6 +156,9 @@ class Metrics:
             self.published[kind].inc(count)
         for chore, left in report.backlog.items():
             self.housekeeping_backlog.labels(chore).set(left)
+        for kind, waiting in report.unpublished.items():
+            self.outbox_unpublished.labels(kind).set(waiting.rows)
+            self.outbox_oldest.labels(kind).set(waiting.oldest_s)
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         now = {(topic, str(partition)): behind for (topic, partition), behind in lag.items()}

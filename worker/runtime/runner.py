@@ -30,6 +30,7 @@ from worker.runtime.background import BackgroundLoop, RoundReport
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.batches import BatchReport, Polled, StageName, Stored, Totals
 from worker.runtime.failpoints import failpoint
+from worker.runtime.health import Heartbeat
 from worker.runtime.metrics import Metrics
 from worker.runtime.pipeline import Chain, Pipeline
 from worker.runtime.retry import Abandoned
@@ -59,6 +60,7 @@ class Runner:
         background: Sequence[BackgroundLoop] = (),
         on_close: Callable[[], None] = lambda: None,
         started_fields: Mapping[str, Any] | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.source = source
         self.stages = stages
@@ -70,6 +72,7 @@ class Runner:
         self.background = list(background)  # started before the first poll, stopped after the last commit
         self.on_close = on_close
         self.started_fields = dict(started_fields or {})
+        self.heartbeat = heartbeat or Heartbeat()  # /healthz reads it: beaten on every poll
         self.totals = Totals()
         self.abandoned = False
         self.unreadable: UnreadableBatch | None = None
@@ -121,6 +124,7 @@ class Runner:
     def _fetch(self, wait_ms: int, max_records: int) -> None:
         try:
             self.batcher.add(self.source.poll(wait_ms, max_records))
+            self.heartbeat.beat()  # every poll, the paused ones of an outage too: /healthz reads it
         except UnreadableBatch as exc:  # finish and commit what came before it, then stop
             log.error("batch_unreadable", where=exc.where, reason=exc.reason[:500])
             self.unreadable = exc

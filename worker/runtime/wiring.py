@@ -21,7 +21,14 @@ from worker.runtime.batcher import MicroBatcher
 from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
 from worker.runtime.deadletter import DeadLetterSink
 from worker.runtime.decode import Decoder
-from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
+from worker.runtime.health import (
+    CachedCheck,
+    HealthServer,
+    Heartbeat,
+    broker_reachable,
+    database_reachable,
+    schema_at_head,
+)
 from worker.runtime.housekeeping import Housekeeping, housekeeping_loop
 from worker.runtime.metrics import Metrics
 from worker.runtime.partitions import ResultPartitions
@@ -137,7 +144,8 @@ def build_runner(
     engine = build_engine(settings)
     metrics = Metrics()
     loaded = threading.Event()
-    server = _start_health_server(settings, engine, metrics, loaded)
+    heartbeat = Heartbeat()
+    server = _start_health_server(settings, engine, metrics, loaded, heartbeat)
     try:
         schema = retry(
             lambda: _schema_of(engine, settings),
@@ -204,6 +212,7 @@ def build_runner(
             ),
         ],
         on_close=close,
+        heartbeat=heartbeat,
         started_fields={
             **classifier.describe(),
             "low_confidence_threshold": policy.threshold,
@@ -250,7 +259,7 @@ def _connect_to_broker(settings: Settings) -> tuple[KafkaProducer, KafkaConsumer
 
 
 def _start_health_server(
-    settings: Settings, engine: Engine, metrics: Metrics, loaded: threading.Event
+    settings: Settings, engine: Engine, metrics: Metrics, loaded: threading.Event, heartbeat: Heartbeat
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
@@ -261,6 +270,12 @@ def _start_health_server(
         "model": loaded.is_set,
     }
     ready = CachedCheck(lambda: {name: check() for name, check in checks.items()})
-    server = HealthServer(settings.metrics_port, metrics.registry, ready, host=settings.metrics_host).start()
+    server = HealthServer(
+        settings.metrics_port,
+        metrics.registry,
+        ready,
+        host=settings.metrics_host,
+        liveness=lambda: heartbeat.stalled(settings.health_stall_s),
+    ).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server
