@@ -1,4 +1,4 @@
-"""Model identity on every row, an audit sample for the reviewers, and a shadow candidate's answers.
+"""Model identity on every row, an audit sample, a shadow candidate's answers, Schema Registry ids.
 
 `feedback_results.model_revision`: the exact weights behind a score, `sha:<hub commit>` for a hub
 model and `dir:<content digest>` for a local directory (worker.model.identity). A model name alone
@@ -9,6 +9,9 @@ cannot tell a fine-tuned directory from the one it replaced. Rows from before ha
 false`, so escalation counts, rollups and the acknowledgement figures leave audits out, and
 `audit_sample_daily` counts them on their own: sampled, reviewed, and the model's agreement with
 the reviewers on them (an unbiased estimate of its accuracy on the stream).
+
+`feedback_results.schema_id`: the Schema Registry id of a value framed in the Confluent wire format
+(magic byte 0, 4-byte schema id, then the JSON); null for plain JSON.
 
 `shadow_results`: what a shadow candidate (TRIAGE_SHADOW_MODEL) said about each stored result,
 written in the same transaction, keyed by event id and the candidate's revision.
@@ -62,6 +65,7 @@ def upgrade() -> None:
     op.add_column(
         "feedback_results", sa.Column("audit_sample", sa.Boolean(), nullable=False, server_default=sa.false())
     )
+    op.add_column("feedback_results", sa.Column("schema_id", sa.Integer(), nullable=True))
     op.create_table(
         "shadow_results",
         sa.Column("event_id", sa.Text(), nullable=False),
@@ -86,5 +90,6 @@ def downgrade() -> None:
     op.execute("drop view shadow_comparison_daily")
     op.execute("drop view audit_sample_daily")
     op.drop_table("shadow_results")
+    op.drop_column("feedback_results", "schema_id")
     op.drop_column("feedback_results", "audit_sample")
     op.drop_column("feedback_results", "model_revision")

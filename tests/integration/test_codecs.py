@@ -79,3 +79,33 @@ def test_compressed_batches_from_librdkafka_are_stored_exactly_once(
         event = json.loads(message.value())
         jsonschema.validate(event, SCHEMA, format_checker=jsonschema.FormatChecker())
         assert message.key().decode() == event["event_id"]
+
+
+def test_events_framed_by_confluents_json_serializer_are_stored_with_their_schema_id(
+    broker: LocalBroker, database_url: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A producer team on Schema Registry: librdkafka sends what confluent-kafka's JSONSerializer
+    frames (its in-memory registry stands in for a real one, which cannot run here)."""
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from tests.unit.test_decode import confluent_json_serializer
+
+    serialize = confluent_json_serializer()
+    context = SerializationContext(INPUT, MessageField.VALUE)
+    producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap_servers, "compression.type": "lz4"})
+    for i in range(20):
+        event = {"event_id": f"framed-{i}", "text": f"{CORPUS[i % len(CORPUS)]} {i}", "metadata": {"order": i}}
+        producer.produce(INPUT, key=f"framed-{i}".encode(), value=serialize(event, context))  # type: ignore[operator]
+    producer.produce(INPUT, value=serialize({"event_id": "framed-bad", "text": "   "}, context))  # type: ignore[operator]
+    assert producer.flush(30) == 0
+    del producer
+
+    worker = start_worker()
+    wait_until(lambda: scalar(database_url, "select count(*) from feedback_results") == 20, 120, "framed events stored")
+    assert worker.stop() == 0, worker.logs()[-2000:]
+    assert (
+        scalar(database_url, "select count(distinct schema_id) from feedback_results where schema_id is not null") == 1
+    )
+    assert scalar(database_url, "select count(*) from feedback_results where metadata ->> 'order' is not null") == 20
+    [dead] = read_topic(broker.bootstrap_servers, "feedback.deadletter")
+    assert dict(dead.headers)["triage.error.class"] == b"empty_text"  # framed, but still not a valid event

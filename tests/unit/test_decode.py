@@ -129,3 +129,45 @@ def test_rejection_messages_never_echo_the_text() -> None:
     result = decoder.decode(record(json.dumps({"text": secret, "created_at": secret}).encode()))
     assert isinstance(result, Rejection)
     assert "4111" not in result.message
+
+
+def confluent_json_serializer() -> object:
+    """confluent-kafka's own JSONSerializer, on its in-memory registry (a real registry cannot run here)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+
+    from worker.contracts.wire import FeedbackEvent
+
+    registry = SchemaRegistryClient.new_client({"url": "mock://decode-tests"})
+    return JSONSerializer(json.dumps(FeedbackEvent.model_json_schema()), registry)
+
+
+def test_values_in_the_schema_registry_wire_format_are_unframed_and_keep_their_schema_id() -> None:
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    serialize = confluent_json_serializer()
+    context = SerializationContext("feedback.events", MessageField.VALUE)
+    value = serialize({"event_id": "framed-1", "text": "the app crashes"}, context)  # type: ignore[operator]
+    assert value[:1] == b"\x00"  # the magic byte, then a 4-byte schema id
+    decoded = decoder.decode(RawRecord("feedback.events", 0, 1, None, value))
+    assert isinstance(decoded, FeedbackItem)
+    assert (decoded.event_id, decoded.text, decoded.schema_id) == (
+        "framed-1",
+        "the app crashes",
+        int.from_bytes(value[1:5], "big"),
+    )
+    plain = decoder.decode(RawRecord("feedback.events", 0, 2, None, b'{"text": "plain"}'))
+    assert isinstance(plain, FeedbackItem) and plain.schema_id is None
+
+
+@pytest.mark.parametrize(
+    ("value", "error_class"),
+    [
+        (b"\x00\x00\x01", "invalid_json"),  # a frame cut short
+        (b"\x00\x00\x00\x00\x07not json", "invalid_json"),
+        (b"\x00\x00\x00\x00\x07" + json.dumps({"no_text": 1}).encode(), "invalid_event"),  # framed, still not an event
+    ],
+)
+def test_a_framed_value_that_is_not_a_feedback_event_is_still_dead_lettered(value: bytes, error_class: str) -> None:
+    rejected = decoder.decode(RawRecord("feedback.events", 0, 1, None, value))
+    assert isinstance(rejected, Rejection) and rejected.error_class == error_class

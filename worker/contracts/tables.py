@@ -54,6 +54,7 @@ feedback_results = Table(
     Column("reviewed_by", Text),
     Column("reviewed_at", DateTime(timezone=True)),
     Column("audit_sample", Boolean, nullable=False),  # sent to the reviewers as an audit (migration 0009)
+    Column("schema_id", Integer),  # the Schema Registry id of a framed value (migration 0009); null: plain JSON
 )
 
 shadow_results = Table(  # a shadow candidate's answers, stored with the results they shadow (migration 0009)

@@ -46,6 +46,7 @@ class FeedbackItem:
     # The record's Kafka timestamp, when Python and PostgreSQL can hold it (a producer that writes
     # microseconds where Kafka wants milliseconds gives year 55,000); None otherwise.
     kafka_time: datetime | None = None
+    schema_id: int | None = None  # the Schema Registry id the producer framed the value with, if it did
 
 
 @dataclass(frozen=True)

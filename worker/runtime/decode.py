@@ -7,6 +7,10 @@ number anywhere (`1e400` parses as infinity), no NUL or unpaired surrogate, no `
 beyond PostgreSQL's +-15:59. What slips through anyway is isolated by the store (see store).
 A record whose Kafka timestamp no datetime can hold (microseconds written as milliseconds) keeps
 its event: it is stored without the timestamp.
+
+A value in the Confluent wire format (what Schema Registry serializers write: the magic byte 0, a
+4-byte big-endian schema id, then the payload) is unframed first and its schema id kept with the
+row. JSON never starts with a zero byte, so a plain value cannot be mistaken for a framed one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ class Decoder:
             return reject(ErrorClass.MISSING_VALUE, "record has no value (tombstone)")
         if len(value) > self.max_value_bytes:
             return reject(ErrorClass.VALUE_TOO_LARGE, f"value is {len(value)} bytes, limit {self.max_value_bytes}")
+        schema_id = None
+        if value[:1] == MAGIC_BYTE:
+            if len(value) < FRAME_BYTES:
+                return reject(
+                    ErrorClass.INVALID_JSON, f"a Schema Registry frame needs {FRAME_BYTES} bytes, got {len(value)}"
+                )
+            schema_id, value = int.from_bytes(value[1:FRAME_BYTES], "big"), value[FRAME_BYTES:]
         try:
             decoded_text = value.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -76,9 +87,12 @@ class Decoder:
             created_at=event.created_at,
             metadata=event.metadata,
             kafka_time=kafka_time(record.timestamp_ms),
+            schema_id=schema_id,
         )
 
 
+MAGIC_BYTE = b"\x00"  # Confluent wire format: magic byte, 4-byte big-endian schema id, payload
+FRAME_BYTES = 5
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
 
 

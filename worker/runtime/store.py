@@ -245,6 +245,7 @@ class ResultStore:
             "metadata": result.item.metadata,
             "calibration": result.calibration,
             "audit_sample": result.decision.audit,
+            "schema_id": result.item.schema_id,
         }
 
     def _escalation_payload(self, result: ClassifiedItem, now: datetime) -> dict[str, object] | None:
