@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     shadow_model_revision: str | None = None
     shadow_calibration: str = "auto"  # as TRIAGE_CALIBRATION, for the shadow model
     max_text_chars: int = Field(20_000, ge=1)
+    # The dead-letter guard (runtime/guard): stop consuming when more than this share of the last
+    # 1,000 events, or this many in a row, were dead-lettered. 1 and 0 turn each limit off.
+    dead_letter_max_ratio: float = Field(0.1, gt=0.0, le=1.0)
+    dead_letter_max_consecutive: int = Field(100, ge=0)
     # Where the feedback text is kept: "all" (every result and escalation), "escalated" (only the
     # items a human reads), "none". true/false are read as all/none.
     store_text: Literal["all", "escalated", "none"] = "all"

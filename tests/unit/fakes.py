@@ -21,6 +21,7 @@ from worker.contracts.values import (
 )
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.decode import Decoder
+from worker.runtime.guard import DeadLetterGuard
 from worker.runtime.metrics import Metrics
 from worker.runtime.pipeline import Chain
 from worker.runtime.retry import Backoff, Unavailable
@@ -200,6 +201,7 @@ def build_runner(
     depth: int = 2,
     grace_s: float = 5.0,
     revoke_drain_s: float = 2.0,
+    guard: DeadLetterGuard | None = None,
 ) -> Runner:
     shutdown = Shutdown(grace_s)
     model: Model[list[str]] = FakeModel()
@@ -217,6 +219,7 @@ def build_runner(
         shutdown=shutdown,
         revoke_drain_s=revoke_drain_s,
         metrics=Metrics(),
+        guard=guard,
     )
 
 

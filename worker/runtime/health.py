@@ -85,6 +85,7 @@ class HealthServer:
         ready: ReadyCheck,
         host: str = "0.0.0.0",
         liveness: Liveness = lambda: None,
+        reasons: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         class Handler(BaseHTTPRequestHandler):
             timeout = REQUEST_TIMEOUT_S  # the socket's: a client that sends nothing is dropped
@@ -100,7 +101,10 @@ class HealthServer:
                 elif path == "/readyz":
                     checks = dict(ready())
                     status = 200 if all(checks.values()) else 503
-                    body = json.dumps({"ready": status == 200, "checks": checks}).encode() + b"\n"
+                    answer: dict[str, Any] = {"ready": status == 200, "checks": checks}
+                    if why := dict(reasons()):
+                        answer["reasons"] = why
+                    body = json.dumps(answer).encode() + b"\n"
                     self._send(status, body, "application/json")
                 else:
                     self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")

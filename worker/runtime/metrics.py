@@ -97,6 +97,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.guard_tripped = Gauge(
+            "triage_dead_letter_guard_tripped",
+            "1 once the dead-letter guard has stopped this worker's consuming (see worker/docs/faults.md)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.outbox_unpublished = Gauge(
             "triage_outbox_unpublished",
             "Outbox rows the broker has not acknowledged yet, by kind (escalation, result)",

@@ -30,6 +30,7 @@ from worker.runtime.background import BackgroundLoop, RoundReport
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.batches import BatchReport, Polled, StageName, Stored, Totals
 from worker.runtime.failpoints import failpoint
+from worker.runtime.guard import DeadLetterGuard
 from worker.runtime.health import Heartbeat
 from worker.runtime.metrics import Metrics
 from worker.runtime.pipeline import Chain, Pipeline
@@ -61,6 +62,7 @@ class Runner:
         on_close: Callable[[], None] = lambda: None,
         started_fields: Mapping[str, Any] | None = None,
         heartbeat: Heartbeat | None = None,
+        guard: DeadLetterGuard | None = None,
     ) -> None:
         self.source = source
         self.stages = stages
@@ -73,6 +75,7 @@ class Runner:
         self.on_close = on_close
         self.started_fields = dict(started_fields or {})
         self.heartbeat = heartbeat or Heartbeat()  # /healthz reads it: beaten on every poll
+        self.guard = guard  # trips on too many dead letters: nothing is committed from then on
         self.totals = Totals()
         self.abandoned = False
         self.unreadable: UnreadableBatch | None = None
@@ -91,6 +94,9 @@ class Runner:
         try:
             while not self.shutdown.requested.is_set() and not (until and until(self.totals)):
                 self._commit_finished(wait_s=0)
+                if self._guard_tripped():
+                    self._hold()
+                    continue
                 if self.pipeline.full():
                     self._wait_for_room()
                     continue
@@ -153,7 +159,7 @@ class Runner:
     def _finish(self) -> None:
         """Submit the batch being gathered and commit batches as they finish, until none is left or
         the shutdown deadline passes; then what is left is abandoned (replayed after a restart)."""
-        if self.batcher.pending:
+        if self.batcher.pending and not self._guard_tripped():
             self._submit()
         while self.pipeline.in_flight:
             if self.shutdown.expired():
@@ -166,7 +172,7 @@ class Runner:
 
     def _commit_finished(self, wait_s: float) -> None:
         for stored in self.pipeline.finished(wait_s):
-            if stored.polled.generation != self.generation:
+            if stored.polled.generation != self.generation or self._stopped_by_guard(stored):
                 self._account(stored, NOT_COMMITTED, 0.0)
                 continue
             started = time.perf_counter()
@@ -174,6 +180,41 @@ class Runner:
             commit_s = time.perf_counter() - started
             failpoint("after_commit")
             self._account(stored, committed, commit_s)
+
+    def _stopped_by_guard(self, stored: Stored) -> bool:
+        """Whether the dead-letter guard is tripped, or trips on this batch: then it is not committed."""
+        if self.guard is None:
+            return False
+        if self.guard.tripped:
+            return True
+        dead = {(r.record.partition, r.record.offset) for r in stored.inferred.rejections}
+        dead |= {(r.record.partition, r.record.offset) for r in stored.outcome.refused}
+        trip = self.guard.observe([(record.partition, record.offset) in dead for record in stored.polled.records])
+        if trip is None:
+            return False
+        first_uncommitted: dict[str, int] = {}
+        for record in stored.polled.records:
+            first_uncommitted[str(record.partition)] = min(
+                record.offset, first_uncommitted.get(str(record.partition), record.offset)
+            )
+        log.error(
+            "dead_letter_guard_tripped",
+            reason=trip.reason,
+            topic=stored.polled.records[0].topic,
+            first_uncommitted=first_uncommitted,
+        )
+        self.metrics.guard_tripped.set(1)
+        return True
+
+    def _guard_tripped(self) -> bool:
+        return self.guard is not None and self.guard.tripped is not None
+
+    def _hold(self) -> None:
+        """Tripped: keep the partitions and the group membership, fetch nothing, commit nothing."""
+        self.source.pause_all()
+        self._fetch(
+            IDLE_POLL_MS, 1
+        )  # a partition a rebalance assigns inside the poll may give a record: kept, never submitted
 
     def _report_progress(self) -> None:
         """Pipeline occupancy now, and consumer lag every LAG_INTERVAL_S."""
@@ -202,7 +243,7 @@ class Runner:
         try:
             while self.pipeline.in_flight and time.monotonic() < deadline and not self.shutdown.abandoned.is_set():
                 for stored in self.pipeline.finished(PAUSED_WAIT_S):
-                    current = stored.polled.generation == self.generation
+                    current = stored.polled.generation == self.generation and not self._stopped_by_guard(stored)
                     self._account(stored, "on_revoke" if current else NOT_COMMITTED, 0.0)
                     if current:
                         records += stored.polled.records

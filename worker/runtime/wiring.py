@@ -21,6 +21,7 @@ from worker.runtime.batcher import MicroBatcher
 from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
 from worker.runtime.deadletter import DeadLetterSink
 from worker.runtime.decode import Decoder
+from worker.runtime.guard import DeadLetterGuard
 from worker.runtime.health import (
     CachedCheck,
     HealthServer,
@@ -145,7 +146,8 @@ def build_runner(
     metrics = Metrics()
     loaded = threading.Event()
     heartbeat = Heartbeat()
-    server = _start_health_server(settings, engine, metrics, loaded, heartbeat)
+    guard = DeadLetterGuard(settings.dead_letter_max_ratio, settings.dead_letter_max_consecutive)
+    server = _start_health_server(settings, engine, metrics, loaded, heartbeat, guard)
     try:
         schema = retry(
             lambda: _schema_of(engine, settings),
@@ -212,6 +214,7 @@ def build_runner(
             ),
         ],
         on_close=close,
+        guard=guard,
         heartbeat=heartbeat,
         started_fields={
             **classifier.describe(),
@@ -259,7 +262,12 @@ def _connect_to_broker(settings: Settings) -> tuple[KafkaProducer, KafkaConsumer
 
 
 def _start_health_server(
-    settings: Settings, engine: Engine, metrics: Metrics, loaded: threading.Event, heartbeat: Heartbeat
+    settings: Settings,
+    engine: Engine,
+    metrics: Metrics,
+    loaded: threading.Event,
+    heartbeat: Heartbeat,
+    guard: DeadLetterGuard,
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
@@ -268,6 +276,7 @@ def _start_health_server(
         "schema": lambda: schema_at_head(engine),
         "broker": lambda: broker_reachable(settings.kafka_common()["bootstrap_servers"]),
         "model": loaded.is_set,
+        "dead_letter_guard": lambda: guard.tripped is None,
     }
     ready = CachedCheck(lambda: {name: check() for name, check in checks.items()})
     server = HealthServer(
@@ -276,6 +285,7 @@ def _start_health_server(
         ready,
         host=settings.metrics_host,
         liveness=lambda: heartbeat.stalled(settings.health_stall_s),
+        reasons=lambda: {"dead_letter_guard": guard.tripped.reason} if guard.tripped else {},
     ).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server
