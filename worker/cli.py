@@ -365,7 +365,8 @@ def _forget(settings: Settings, args: argparse.Namespace) -> int:
     who = f"customer {args.customer_id}" if args.customer_id else f"{len(args.event_ids)} event ids"
     print(
         f"forgot {who}: text, customer_id and metadata cleared in {done.results} results, "
-        f"text and customer_id in {done.outbox} outbox payloads; messages already on Kafka topics are not reached"
+        f"text, customer_id and metadata in {done.outbox} outbox payloads; "
+        "messages already on Kafka topics are not reached"
     )
     return 0
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "feedback.deadletter"
     results_topic: str | None = None  # every stored result as triage-result.v1; unset: not published
     group_id: str = "feedback-triage"
+    # Input headers copied onto the escalation and result messages (W3C trace context by default).
+    passthrough_headers: Annotated[tuple[str, ...], NoDecode] = ("traceparent", "tracestate")
     kafka_client_id: str = "feedback-triage-worker"
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000)
@@ -183,6 +185,14 @@ class Settings(BaseSettings):
         """A name Kafka refuses would fail every send of that kind, round after round: refuse it here."""
         if value is not None and not TOPIC_NAME.fullmatch(value):
             raise ValueError("a Kafka topic name is 1 to 249 of ASCII letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("passthrough_headers", mode="before")
+    @classmethod
+    def _header_names(cls, value: Any) -> Any:
+        """A comma-separated list (`traceparent,tracestate,x-correlation-id`); empty: none."""
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
     @field_validator("label_map", mode="before")

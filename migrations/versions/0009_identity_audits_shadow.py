@@ -13,6 +13,9 @@ the reviewers on them (an unbiased estimate of its accuracy on the stream).
 `feedback_results.schema_id`: the Schema Registry id of a value framed in the Confluent wire format
 (magic byte 0, 4-byte schema id, then the JSON); null for plain JSON.
 
+`escalation_outbox.headers`: the input headers (TRIAGE_PASSTHROUGH_HEADERS, W3C trace context by
+default) the relay sends along with the row's message.
+
 `shadow_results`: what a shadow candidate (TRIAGE_SHADOW_MODEL) said about each stored result,
 written in the same transaction, keyed by event id and the candidate's revision.
 `shadow_comparison_daily` sets it beside the served model's answers per day, for dashboards;
@@ -25,6 +28,7 @@ Create Date: 2026-11-26
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0009_identity_audits_shadow"
 down_revision = "0008_outbox_topics_and_settings"
@@ -66,6 +70,7 @@ def upgrade() -> None:
         "feedback_results", sa.Column("audit_sample", sa.Boolean(), nullable=False, server_default=sa.false())
     )
     op.add_column("feedback_results", sa.Column("schema_id", sa.Integer(), nullable=True))
+    op.add_column("escalation_outbox", sa.Column("headers", JSONB(), nullable=True))
     op.create_table(
         "shadow_results",
         sa.Column("event_id", sa.Text(), nullable=False),
@@ -90,6 +95,7 @@ def downgrade() -> None:
     op.execute("drop view shadow_comparison_daily")
     op.execute("drop view audit_sample_daily")
     op.drop_table("shadow_results")
+    op.drop_column("escalation_outbox", "headers")
     op.drop_column("feedback_results", "schema_id")
     op.drop_column("feedback_results", "audit_sample")
     op.drop_column("feedback_results", "model_revision")

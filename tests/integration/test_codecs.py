@@ -47,14 +47,14 @@ def test_compressed_batches_from_librdkafka_are_stored_exactly_once(
     )
     n = 120
     for i in range(n):
-        payload = {"text": f"{CORPUS[i % len(CORPUS)]} ({codec} {i})", "product": "mobile"}
+        payload = {"text": f"{CORPUS[i % len(CORPUS)]} ({codec} {i})", "product": "mobile", "metadata": {"n": i}}
         if i % 2:
             payload["event_id"] = f"{codec}-{i}"
         producer.produce(
             INPUT,
             key=f"{codec}-{i}".encode() if i % 2 else None,  # half the records have null keys
             value=json.dumps(payload).encode(),
-            headers=[("trace-id", f"t{i}".encode()), ("origin", b"librdkafka")],
+            headers=[("traceparent", f"00-{i:032x}-{i:016x}-01".encode()), ("origin", b"librdkafka")],
         )
     producer.produce(INPUT, value=b"not json, compressed all the same")
     assert producer.flush(30) == 0
@@ -79,6 +79,13 @@ def test_compressed_batches_from_librdkafka_are_stored_exactly_once(
         event = json.loads(message.value())
         jsonschema.validate(event, SCHEMA, format_checker=jsonschema.FormatChecker())
         assert message.key().decode() == event["event_id"]
+        # The producer's metadata and its trace context came through; other headers did not.
+        headers = dict(message.headers() or [])
+        n = event["metadata"]["n"]
+        assert headers == {
+            "triage.event_id": event["event_id"].encode(),
+            "traceparent": f"00-{n:032x}-{n:016x}-01".encode(),
+        }
 
 
 def test_events_framed_by_confluents_json_serializer_are_stored_with_their_schema_id(

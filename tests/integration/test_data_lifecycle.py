@@ -89,7 +89,7 @@ def test_forget_erases_a_customer_everywhere_and_keeps_the_counts(
     assert rows(database_url, "select sum(total), sum(negatives) from sentiment_rollup_live") == counts
     assert rows(database_url, "select count(*) from feedback_results where event_id like 'a-%'") == [(6,)]
     assert main(["forget", "--event-id", "b-0", "--event-id", "b-1"]) == 0
-    assert "cleared in 2 results, text and customer_id in 4 outbox payloads" in capsys.readouterr().out
+    assert "cleared in 2 results, text, customer_id and metadata in 4 outbox payloads" in capsys.readouterr().out
     assert rows(database_url, "select count(*) from feedback_results where customer_id = 'bob'") == [(1,)]
     assert main(["forget", "--customer-id", "nobody"]) == 0  # nothing to do is no error
     with pytest.raises(SystemExit):

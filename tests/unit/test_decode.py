@@ -171,3 +171,11 @@ def test_values_in_the_schema_registry_wire_format_are_unframed_and_keep_their_s
 def test_a_framed_value_that_is_not_a_feedback_event_is_still_dead_lettered(value: bytes, error_class: str) -> None:
     rejected = decoder.decode(RawRecord("feedback.events", 0, 1, None, value))
     assert isinstance(rejected, Rejection) and rejected.error_class == error_class
+
+
+def test_the_passthrough_headers_are_kept_by_name_in_any_case_and_only_as_utf8() -> None:
+    passing = Decoder(max_text_chars=100, passthrough_headers=("traceparent", "X-Correlation-Id"))
+    headers = (("TraceParent", b"00-abc-def-01"), ("x-correlation-id", b"\xff\xfe"), ("other", b"no"))
+    item = passing.decode(RawRecord("t", 0, 1, None, b'{"text": "hi"}', headers=headers))
+    assert isinstance(item, FeedbackItem) and item.headers == {"TraceParent": "00-abc-def-01"}
+    assert decoder.decode(RawRecord("t", 0, 1, None, b'{"text": "hi"}', headers=headers)).headers is None  # type: ignore[union-attr]

@@ -54,6 +54,8 @@ def same_default(documented: str, real: object) -> bool:
         return parse_duration(value) == real
     if isinstance(real, (int, float)):
         return float(value) == real
+    if isinstance(real, tuple):  # a comma-separated list
+        return value.split(",") == list(real)
     return value == str(real)
 
 

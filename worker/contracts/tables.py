@@ -87,6 +87,7 @@ escalation_outbox = Table(
     Column("kind", Text, nullable=False),  # escalation | result; unique with event_id
     Column("topic", Text),  # where the relay sends it; null on rows from before migration 0008
     Column("payload", JSONB, nullable=False),
+    Column("headers", JSONB),  # input headers to send along (TRIAGE_PASSTHROUGH_HEADERS); null: none
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False),

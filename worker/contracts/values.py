@@ -47,6 +47,8 @@ class FeedbackItem:
     # microseconds where Kafka wants milliseconds gives year 55,000); None otherwise.
     kafka_time: datetime | None = None
     schema_id: int | None = None  # the Schema Registry id the producer framed the value with, if it did
+    # Input headers to copy onto the messages about this event (TRIAGE_PASSTHROUGH_HEADERS), UTF-8 values only.
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ class EscalationEvent(BaseModel):
         None, description="Which weights scored it: sha:<hub commit> or dir:<content digest>, 12 hex digits."
     )
     text: str | None = Field(description="Null when TRIAGE_STORE_TEXT=none.")
+    metadata: dict[str, Any] | None = Field(
+        None, description="The producer's `metadata`, as sent (a ticket URL, an order id); null when it sent none."
+    )
     escalated_at: datetime
 
 
@@ -94,6 +97,9 @@ class TriageResult(BaseModel):
     created_at: datetime | None
     processed_at: datetime
     text: str | None = Field(description="Null when TRIAGE_STORE_TEXT keeps no text for this result.")
+    metadata: dict[str, Any] | None = Field(
+        None, description="The producer's `metadata`, as sent (a ticket URL, an order id); null when it sent none."
+    )
 
 
 class DeadLetterHeaders(BaseModel):

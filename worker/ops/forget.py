@@ -1,7 +1,7 @@
 """Forget: erase one customer's feedback text and identifiers (`triage-worker forget`).
 
 In one transaction: the results of that customer (or those event ids) lose their text,
-customer_id and metadata, and their outbox rows lose the text and customer_id in the payload
+customer_id and metadata, and their outbox rows lose the text, customer_id and metadata in the payload
 (published or not: an unpublished escalation still goes out, without them). Labels, scores, the
 event id and the rollup counts stay, so trends do not change. What was already published to a
 Kafka topic is beyond reach here: topic retention or compaction removes it (see worker/docs/data-over-time.md).
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-ERASED_FROM_PAYLOAD = '{"text": null, "customer_id": null}'
+ERASED_FROM_PAYLOAD = '{"text": null, "customer_id": null, "metadata": null}'
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,12 @@ from worker.contracts.wire import FeedbackEvent
 class Decoder:
     """Validates records against `feedback-event.v1` and the size limits."""
 
-    def __init__(self, max_text_chars: int, max_value_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self, max_text_chars: int, max_value_bytes: int = 1_048_576, passthrough_headers: tuple[str, ...] = ()
+    ) -> None:
         self.max_text_chars = max_text_chars
         self.max_value_bytes = max_value_bytes
+        self.passthrough = {name.lower() for name in passthrough_headers}
 
     def decode(self, record: RawRecord) -> FeedbackItem | Rejection:
         def reject(error_class: ErrorClass, message: str) -> Rejection:
@@ -88,7 +91,22 @@ class Decoder:
             metadata=event.metadata,
             kafka_time=kafka_time(record.timestamp_ms),
             schema_id=schema_id,
+            headers=self._passed_through(record),
         )
+
+    def _passed_through(self, record: RawRecord) -> dict[str, str] | None:
+        """The headers to copy onto the output messages: named in TRIAGE_PASSTHROUGH_HEADERS (any case),
+        with a UTF-8 value (trace context is ASCII); the first of a repeated name wins."""
+        if not self.passthrough:
+            return None
+        kept: dict[str, str] = {}
+        for name, value in record.headers:
+            if name.lower() in self.passthrough and name not in kept:
+                try:
+                    kept[name] = value.decode("utf-8")
+                except (UnicodeDecodeError, AttributeError):
+                    continue
+        return kept or None
 
 
 MAGIC_BYTE = b"\x00"  # Confluent wire format: magic byte, 4-byte big-endian schema id, payload

@@ -4,7 +4,8 @@ The store writes an outbox row of kind `escalation` for every escalated result a
 topic, one of kind `result` for every result, in the same transaction as the results. The relay
 claims pending rows with `FOR UPDATE SKIP LOCKED`, so several workers can relay at once without
 sending the same row twice in the normal case, sends each to its kind's topic keyed by event id,
-and marks it published only after the broker acknowledged it. If Kafka is down the rows stay
+with a `triage.event_id` header and the input headers kept for it (TRIAGE_PASSTHROUGH_HEADERS:
+trace context), and marks it published only after the broker acknowledged it. If Kafka is down the rows stay
 pending and are retried on the next round. Delivery is at least once: consumers de-duplicate on
 the message key (the event_id). Rows of a kind with no topic (results left from a time when a
 results topic was set) wait for one.
@@ -41,6 +42,7 @@ log = get_logger("worker.relay")
 
 RELAY_INTERVAL_S = 0.25
 KIND_BACKOFF_MAX_S = 30.0
+EVENT_ID_HEADER = "triage.event_id"
 # How each outbox kind is named in logs: `escalations_published`, `results_published`, ...
 PLURAL = {"escalation": "escalations", "result": "results"}
 
@@ -78,7 +80,7 @@ class OutboxRelay:
         with self.engine.begin() as connection:
             rows = connection.execute(
                 # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
-                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"))
+                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"), outbox.headers)
                 .where(
                     outbox.published_at.is_(None),
                     outbox.kind == kind,
@@ -98,6 +100,7 @@ class OutboxRelay:
                         topic,
                         key=row.event_id.encode("utf-8"),
                         value=row.payload.encode("utf-8"),
+                        headers=message_headers(row.event_id, row.headers),
                     )
                 except KafkaError as exc:  # broker unreachable: stop here, the rest stay pending
                     send_error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -156,6 +159,13 @@ class OutboxRelay:
         except Exception as exc:  # noqa: BLE001 - the outbox keeps the rows; try again next round
             log.error("relay_failed", kind=kind, error=f"{type(exc).__name__}: {exc}"[:500])
         return total, False
+
+
+def message_headers(event_id: str, passthrough: Mapping[str, str] | None) -> list[tuple[str, bytes]]:
+    """Every message names its event (`triage.event_id`) and carries the input headers kept for it."""
+    headers = [(EVENT_ID_HEADER, event_id.encode("utf-8"))]
+    headers += [(name, value.encode("utf-8")) for name, value in (passthrough or {}).items()]
+    return headers
 
 
 def relay_loop(relay: OutboxRelay, interval_s: float = RELAY_INTERVAL_S) -> Periodic:

@@ -52,10 +52,13 @@ _COLUMN_LIST = ", ".join(COLUMNS)
 CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS triage_staging ON COMMIT DELETE ROWS AS "
     f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload, NULL::jsonb AS result_payload, "
-    "NULL::jsonb AS shadow_payload "
+    "NULL::jsonb AS shadow_payload, NULL::jsonb AS passthrough_headers "
     "FROM feedback_results WITH NO DATA"
 )
-COPY_STAGING = f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload, shadow_payload) FROM STDIN"
+COPY_STAGING = (
+    f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload, shadow_payload, passthrough_headers) "
+    "FROM STDIN"
+)
 SHADOW_COLUMNS = tuple(c.name for c in shadow_results.columns if c.name not in ("event_id", "processed_at"))
 _SHADOW_TYPES = ", ".join(
     f"{c.name} {c.type.compile(dialect=postgresql.dialect())}"
@@ -73,8 +76,8 @@ WITH new_ids AS (
     SELECT {_COLUMN_LIST} FROM triage_staging JOIN new_ids USING (event_id)
     RETURNING event_id
 ), outboxed AS (
-    INSERT INTO escalation_outbox (event_id, kind, topic, payload, created_at, attempts)
-    SELECT staged.event_id, outgoing.kind, outgoing.topic, outgoing.payload, %(now)s, 0
+    INSERT INTO escalation_outbox (event_id, kind, topic, payload, headers, created_at, attempts)
+    SELECT staged.event_id, outgoing.kind, outgoing.topic, outgoing.payload, staged.passthrough_headers, %(now)s, 0
     FROM triage_staging AS staged JOIN inserted USING (event_id)
     CROSS JOIN LATERAL (
         VALUES ('escalation', CAST(%(escalation_topic)s AS text), staged.escalation_payload),
@@ -112,6 +115,7 @@ def shared_fields(result: ClassifiedItem, include_text: bool) -> dict[str, Any]:
         "customer_id": item.customer_id,
         "created_at": item.created_at,
         "text": item.text if include_text else None,
+        "metadata": item.metadata,
     }
 
 
@@ -213,7 +217,8 @@ class ResultStore:
             escalation = self._escalation_payload(result, now)
             outcome = triage_result(result, now, self.keeps_text(result)) if self.publish_results else None
             shadow = shadow_row(result)
-            staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome, shadow]))
+            headers = result.item.headers
+            staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome, shadow, headers]))
         staged.seek(0)
         with self.engine.begin() as connection:
             connection.exec_driver_sql(CREATE_STAGING)

@@ -182,7 +182,11 @@ def build_runner(
     policy = build_policy(settings, classifier)
     dead_letters = DeadLetterSink(producer, settings.dead_letter_topic, max_value_bytes=PRODUCER_MAX_REQUEST_BYTES // 2)
     stages = (
-        Chain.of(DecodeStage(Decoder(settings.max_text_chars, settings.kafka_max_message_bytes)))
+        Chain.of(
+            DecodeStage(
+                Decoder(settings.max_text_chars, settings.kafka_max_message_bytes, settings.passthrough_headers)
+            )
+        )
         .then(TokenizeStage(classifier))
         .then(InferStage(classifier, policy, shadow))
         .then(
