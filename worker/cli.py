@@ -145,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--since", type=duration, default="7d", help="window: 24h, 7d, 4w ... (default: 7d)")
     compare.add_argument("--format", choices=["table", "json"], default="table")
 
+    deadletters = verbs.add_parser("deadletters", help="what is on the dead-letter topic; replay fixed dead letters")
+    dead_verbs = deadletters.add_subparsers(dest="action", required=True)
+    dead_stats = dead_verbs.add_parser("stats", help="dead letters by error class and by source topic:partition")
+    dead_stats.add_argument("--since", type=duration, help="only this recent: 1h, 24h, 7d ... (default: all)")
+    dead_replay = dead_verbs.add_parser("replay", help="send dead letters of one class back to their topic")
+    dead_replay.add_argument("--error-class", required=True, help="e.g. invalid_event, text_too_long, store_rejected")
+    dead_replay.add_argument("--since", type=duration, help="only this recent (default: all)")
+    dead_replay.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
+    dead_replay.add_argument("--max-replays", type=int, default=3, help="refuse records replayed this often (3)")
+
     demo = verbs.add_parser("demo", help="run everything locally on embedded Postgres and Tansu, print results")
     demo.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
 
@@ -188,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finetune": _finetune,
         "adapt": _adapt,
         "compare": _compare,
+        "deadletters": _deadletters,
         "bench": _bench,
     }[args.verb]
     try:
@@ -497,4 +508,23 @@ def _compare(settings: Settings, args: argparse.Namespace) -> int:
         if args.format == "json"
         else compare.render(found, f"in the last {_since_text(args.since)}")
     )
+    return 0
+
+
+def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.contracts.errors import ErrorClass
+    from worker.ops import deadletters
+
+    known = sorted(c.value for c in ErrorClass)
+    if args.action == "replay" and args.error_class not in known:
+        raise OperatorError(f"--error-class must be one of {', '.join(known)}; got {args.error_class!r}")
+    if args.action == "replay" and args.max_replays < 1:
+        raise OperatorError(f"--max-replays must be at least 1, got {args.max_replays}")
+    window = f"in the last {_since_text(args.since)}" if args.since else "on the topic"
+    letters = deadletters.read(settings, args.since)
+    if args.action == "stats":
+        print(deadletters.render_stats(deadletters.stats(letters), window))
+        return 0
+    done = deadletters.replay(settings, letters, args.error_class, dry_run=args.dry_run, max_replays=args.max_replays)
+    print(deadletters.render_replay(done, args.error_class, args.dry_run, args.max_replays))
     return 0

@@ -74,3 +74,17 @@ def test_a_broker_that_is_down_hands_the_dead_letters_back_for_a_retry() -> None
     sink = DeadLetterSink(broker, "dlq")  # type: ignore[arg-type]
     sink.send([rejection(b"bad")])
     assert len(sink.flush()) == 1
+
+
+def test_a_dead_letter_keeps_the_records_own_headers_ahead_of_ours() -> None:
+    from worker.contracts.errors import ErrorClass
+    from worker.contracts.values import RawRecord, Rejection
+    from worker.runtime.deadletter import dead_letter_headers
+
+    record = RawRecord(
+        "feedback.events", 2, 7, b"k", b"v",
+        headers=(("traceparent", b"00-1-2-01"), ("triage.error.class", b"spoofed"), ("triage.replay.count", b"2")),
+    )  # fmt: skip
+    headers = dead_letter_headers(Rejection(record, ErrorClass.INVALID_JSON, "not JSON"))
+    assert headers[:2] == [("traceparent", b"00-1-2-01"), ("triage.replay.count", b"2")]
+    assert [v for k, v in headers if k == "triage.error.class"] == [b"invalid_json"]  # ours, not the producer's

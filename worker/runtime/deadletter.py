@@ -1,8 +1,10 @@
 """Dead letters: publish rejected records to the dead-letter topic, unchanged, with the reason.
 
 Key and value are the original bytes (a value too large for any producer request, over 32 MiB,
-is left out and its size given in `triage.value.omitted_bytes`). Headers (see schemas/dead-letter.v1.json) carry the
-error class, a readable message and the record's source topic, partition and offset.
+is left out and its size given in `triage.value.omitted_bytes`). The original headers come first,
+so a replay (`triage-worker deadletters replay`) can send the record as it was; then ours (see
+schemas/dead-letter.v1.json): the error class, a readable message and the record's source topic,
+partition and offset.
 `flush()` waits for the broker's acknowledgements and hands back what was not delivered, so the
 caller can send it again; offsets are committed only once every dead letter is acknowledged.
 
@@ -26,6 +28,8 @@ from worker.contracts.errors import OperatorError
 from worker.contracts.values import Rejection
 from worker.runtime.delivery import outcomes
 
+OURS = "triage."  # the prefix of the headers the worker writes
+REPLAY_COUNT = "triage.replay.count"  # how many times `deadletters replay` has sent the record back
 TOO_LARGE = {10, 18}  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
 NOT_ALLOWED = {29, 31}  # TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
 
@@ -37,6 +41,8 @@ class DeadLetterTopicRefused(OperatorError):
 def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
     record = rejection.record
     return [
+        *((name, value) for name, value in record.headers if not name.startswith(OURS)),
+        *((name, value) for name, value in record.headers if name == REPLAY_COUNT),  # kept, so loops stop
         ("triage.error.class", rejection.error_class.encode()),
         ("triage.error.message", rejection.message.encode("utf-8", "replace")[:2000]),
         ("triage.source.topic", record.topic.encode()),
