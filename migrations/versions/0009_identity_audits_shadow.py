@@ -14,7 +14,8 @@ the reviewers on them (an unbiased estimate of its accuracy on the stream).
 (magic byte 0, 4-byte schema id, then the JSON); null for plain JSON.
 
 `escalation_outbox.headers`: the input headers (TRIAGE_PASSTHROUGH_HEADERS, W3C trace context by
-default) the relay sends along with the row's message.
+default) the relay sends along with the row's message; `escalation_outbox.source_time`: the event's
+Kafka timestamp, from which the relay measures how long an escalation took to reach the broker.
 
 `shadow_results`: what a shadow candidate (TRIAGE_SHADOW_MODEL) said about each stored result,
 written in the same transaction, keyed by event id and the candidate's revision.
@@ -71,6 +72,7 @@ def upgrade() -> None:
     )
     op.add_column("feedback_results", sa.Column("schema_id", sa.Integer(), nullable=True))
     op.add_column("escalation_outbox", sa.Column("headers", JSONB(), nullable=True))
+    op.add_column("escalation_outbox", sa.Column("source_time", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "shadow_results",
         sa.Column("event_id", sa.Text(), nullable=False),
@@ -95,6 +97,7 @@ def downgrade() -> None:
     op.execute("drop view shadow_comparison_daily")
     op.execute("drop view audit_sample_daily")
     op.drop_table("shadow_results")
+    op.drop_column("escalation_outbox", "source_time")
     op.drop_column("escalation_outbox", "headers")
     op.drop_column("feedback_results", "schema_id")
     op.drop_column("feedback_results", "audit_sample")

@@ -4,6 +4,7 @@ backlog of 300,000 published rows, a canary with a mis-set retention, a host who
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 from tests.integration.test_store import result
 from tests.services import ESCALATIONS, rows
+from worker.contracts.values import ClassifiedItem
 from worker.devtools.local_services import LocalBroker, read_topic
 from worker.runtime.housekeeping import PRUNE_BATCH, prune_outbox
 from worker.runtime.partitions import ResultPartitions
@@ -22,17 +24,23 @@ from worker.runtime.store import ResultStore
 pytestmark = pytest.mark.integration
 
 
+def timed(item: ClassifiedItem, kafka_time: datetime) -> ClassifiedItem:
+    return dataclasses.replace(item, item=dataclasses.replace(item.item, kafka_time=kafka_time))
+
+
 def test_a_results_topic_that_cannot_be_written_blocks_no_escalation(broker: LocalBroker, database_url: str) -> None:
     from kafka import KafkaProducer
 
     engine = create_engine(database_url)
     topics = {"escalation": ESCALATIONS, "result": "results/unwritable"}  # Kafka refuses the name
     store = ResultStore(engine, publish_results=True, topics=topics)
-    store.write([result(f"r-{i}", "negative", 0.9) for i in range(40)])
+    produced_at = datetime(2025, 11, 13, tzinfo=timezone.utc)  # the events' Kafka timestamp, as decode reads it
+    store.write([timed(result(f"r-{i}", "negative", 0.9), produced_at) for i in range(40)])
     other = ResultStore(engine, topics={"escalation": "other-deployment.escalations"})  # same database
     other.write([result(f"o-{i}", "negative", 0.9) for i in range(5)])
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", max_block_ms=2_000)
-    relay = OutboxRelay(engine, producer, topics)
+    delivered: list[tuple[str, float]] = []
+    relay = OutboxRelay(engine, producer, topics, on_delivered=lambda kind, s: delivered.append((kind, s)))
     started = time.monotonic()
     for _ in range(3):
         relay.publish_all()
@@ -43,6 +51,10 @@ def test_a_results_topic_that_cannot_be_written_blocks_no_escalation(broker: Loc
     assert pending == {"result": 40, "escalation": 5}  # ours went out; the results wait; the others' are not ours
     keys = sorted(m.key.decode() for m in read_topic(broker.bootstrap_servers, ESCALATIONS))
     assert keys == sorted(f"r-{i}" for i in range(40))
+    # Each acknowledged escalation is timed from its event's Kafka timestamp.
+    assert len(delivered) == 40 and {kind for kind, _ in delivered} == {"escalation"}
+    now = datetime.now(timezone.utc)
+    assert all(abs(seconds - (now - produced_at).total_seconds()) < 60 for _, seconds in delivered)
     producer.close()
     engine.dispose()
 

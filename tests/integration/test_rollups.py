@@ -164,14 +164,14 @@ def test_folds_while_two_workers_write_and_acknowledge_count_everything_once(dat
 
 
 TODAYS_COLUMNS_UP = """
-    alter table escalation_outbox add column topic text;
+    alter table escalation_outbox add column topic text, add column headers jsonb, add column source_time timestamptz;
     alter table feedback_results add column model_revision text, add column audit_sample boolean not null default false,
         add column schema_id integer;
     create table shadow_results (event_id text, processed_at timestamptz, model text, model_revision text,
         calibration text, label text, score float8, negative_prob float8, escalated boolean, escalation_reason text)
 """
 TODAYS_COLUMNS_DOWN = """
-    alter table escalation_outbox drop column topic;
+    alter table escalation_outbox drop column topic, drop column headers, drop column source_time;
     alter table feedback_results drop column model_revision, drop column audit_sample, drop column schema_id;
     drop table shadow_results
 """

@@ -219,3 +219,12 @@ def test_every_alert_rule_parses_and_queries_exported_metrics() -> None:
         assert queried and queried <= exported, (rule["alert"], sorted(queried - exported))
         assert rule["labels"]["severity"] in {"page", "ticket"} and rule["annotations"]["summary"]
     assert promql_problems("sum(rate(x[5m])") and promql_problems("nope(x)")  # the check can fail
+
+
+def test_escalation_delivery_latency_is_a_histogram_of_escalations_only() -> None:
+    metrics = Metrics()
+    metrics.observe_delivery("escalation", 2.5)
+    metrics.observe_delivery("result", 9.0)  # results are not what a human waits for
+    value = metrics.registry.get_sample_value
+    assert value("triage_escalation_acknowledged_seconds_count") == 1
+    assert value("triage_escalation_acknowledged_seconds_sum") == 2.5

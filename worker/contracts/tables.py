@@ -88,6 +88,7 @@ escalation_outbox = Table(
     Column("topic", Text),  # where the relay sends it; null on rows from before migration 0008
     Column("payload", JSONB, nullable=False),
     Column("headers", JSONB),  # input headers to send along (TRIAGE_PASSTHROUGH_HEADERS); null: none
+    Column("source_time", DateTime(timezone=True)),  # the event's Kafka timestamp: delivery latency (0009)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False),

@@ -82,6 +82,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.escalation_delivered = Histogram(
+            "triage_escalation_acknowledged_seconds",
+            "From the event's Kafka timestamp to the broker acknowledging its escalation, per escalation",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # The gauges say how to add up several worker processes (`run --processes N`, see supervisor):
         # a partition is one process's at a time, pipelines add up, and every process names its model.
         self.lag = Gauge(
@@ -154,6 +160,11 @@ class Metrics:
         for timestamp_ms in report.record_timestamps_ms:
             if 0 <= timestamp_ms <= report.finished_at_ms + 86_400_000:  # not microseconds, not the far future
                 self.end_to_end.observe(max(report.finished_at_ms - timestamp_ms, 0.0) / 1000)
+
+    def observe_delivery(self, kind: str, seconds: float) -> None:
+        """One outbox row acknowledged by the broker, `seconds` after its event's Kafka timestamp."""
+        if kind == "escalation":
+            self.escalation_delivered.observe(max(seconds, 0.0))
 
     def observe_round(self, report: RoundReport) -> None:
         """One round of a background loop (relay, housekeeping): its busy time, what it published, its backlog."""

@@ -21,7 +21,7 @@ rows is housekeeping's job (see housekeeping).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -64,12 +64,14 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         timeout_s: float = 10.0,
+        on_delivered: Callable[[str, float], None] = lambda kind, seconds: None,
     ) -> None:
         self.engine = engine
         self.producer = producer
         self.topics = dict(topics)  # outbox kind -> topic
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+        self.on_delivered = on_delivered  # (kind, seconds since the event's Kafka timestamp) per acknowledged row
         self._failures = dict.fromkeys(self.topics, 0)  # consecutive failed rounds, by kind
         self._next_try = dict.fromkeys(self.topics, 0.0)  # time.monotonic() a failing kind is tried again
 
@@ -80,7 +82,13 @@ class OutboxRelay:
         with self.engine.begin() as connection:
             rows = connection.execute(
                 # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
-                select(outbox.id, outbox.event_id, cast(outbox.payload, Text).label("payload"), outbox.headers)
+                select(
+                    outbox.id,
+                    outbox.event_id,
+                    cast(outbox.payload, Text).label("payload"),
+                    outbox.headers,
+                    outbox.source_time,
+                )
                 .where(
                     outbox.published_at.is_(None),
                     outbox.kind == kind,
@@ -111,6 +119,10 @@ class OutboxRelay:
             failpoint("during_relay")
             last_error = last_error or send_error
             now = datetime.now(timezone.utc)
+            acknowledged = set(sent)
+            for row in rows:
+                if row.id in acknowledged and row.source_time is not None:
+                    self.on_delivered(kind, (now - row.source_time).total_seconds())
             if sent:
                 connection.execute(
                     update(escalation_outbox)

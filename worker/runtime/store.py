@@ -76,8 +76,9 @@ WITH new_ids AS (
     SELECT {_COLUMN_LIST} FROM triage_staging JOIN new_ids USING (event_id)
     RETURNING event_id
 ), outboxed AS (
-    INSERT INTO escalation_outbox (event_id, kind, topic, payload, headers, created_at, attempts)
-    SELECT staged.event_id, outgoing.kind, outgoing.topic, outgoing.payload, staged.passthrough_headers, %(now)s, 0
+    INSERT INTO escalation_outbox (event_id, kind, topic, payload, headers, source_time, created_at, attempts)
+    SELECT staged.event_id, outgoing.kind, outgoing.topic, outgoing.payload, staged.passthrough_headers,
+           staged.kafka_timestamp, %(now)s, 0
     FROM triage_staging AS staged JOIN inserted USING (event_id)
     CROSS JOIN LATERAL (
         VALUES ('escalation', CAST(%(escalation_topic)s AS text), staged.escalation_payload),

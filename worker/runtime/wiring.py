@@ -212,7 +212,15 @@ def build_runner(
         revoke_drain_s=settings.revoke_drain_seconds(),
         metrics=metrics,
         background=[
-            relay_loop(OutboxRelay(engine, producer, outbox_topics(settings), batch_size=settings.relay_batch_size)),
+            relay_loop(
+                OutboxRelay(
+                    engine,
+                    producer,
+                    outbox_topics(settings),
+                    batch_size=settings.relay_batch_size,
+                    on_delivered=metrics.observe_delivery,
+                )
+            ),
             housekeeping_loop(
                 Housekeeping(engine, ResultPartitions(engine, settings.results_retention), settings.outbox_retention)
             ),
