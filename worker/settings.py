@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     group_id: str = "feedback-triage"
     # Input headers copied onto the escalation and result messages (W3C trace context by default).
     passthrough_headers: Annotated[tuple[str, ...], NoDecode] = ("traceparent", "tracestate")
+    # Where to check the schema ids of framed values (Confluent wire format); unset: not checked.
+    schema_registry_url: SecretStr | None = None  # secret: it may hold basic-auth credentials
     kafka_client_id: str = "feedback-triage-worker"
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000)
@@ -323,7 +325,11 @@ class Settings(BaseSettings):
         """Every secret value: the database password and the Kafka passwords."""
         from sqlalchemy.engine import make_url
 
-        found = [s.get_secret_value() for s in (self.kafka_sasl_password, self.kafka_ssl_password) if s]
+        found = [
+            s.get_secret_value()
+            for s in (self.kafka_sasl_password, self.kafka_ssl_password, self.schema_registry_url)
+            if s
+        ]
         try:
             found.append(make_url(self.sqlalchemy_url()).password or "")
         except Exception:  # noqa: BLE001 - an unparsable URL: mask the whole of it

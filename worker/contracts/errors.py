@@ -17,6 +17,7 @@ class ErrorClass(str, Enum):
     NOT_AN_OBJECT = "not_an_object"
     INVALID_TEXT = "invalid_text"  # NUL characters or unpaired surrogates, which PostgreSQL cannot store
     INVALID_EVENT = "invalid_event"  # fails feedback-event.v1
+    UNKNOWN_SCHEMA = "unknown_schema"  # framed with a schema id the Schema Registry does not know
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_LONG = "text_too_long"  # over TRIAGE_MAX_TEXT_CHARS
     CLASSIFICATION_FAILED = "classification_failed"  # the model could not take the text even alone

@@ -10,7 +10,8 @@ its event: it is stored without the timestamp.
 
 A value in the Confluent wire format (what Schema Registry serializers write: the magic byte 0, a
 4-byte big-endian schema id, then the payload) is unframed first and its schema id kept with the
-row. JSON never starts with a zero byte, so a plain value cannot be mistaken for a framed one.
+row. JSON never starts with a zero byte, so a plain value cannot be mistaken for a framed one. With a
+registry (see registry), an id it does not know is dead-lettered as `unknown_schema`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from pydantic import ValidationError
@@ -31,10 +33,15 @@ class Decoder:
     """Validates records against `feedback-event.v1` and the size limits."""
 
     def __init__(
-        self, max_text_chars: int, max_value_bytes: int = 1_048_576, passthrough_headers: tuple[str, ...] = ()
+        self,
+        max_text_chars: int,
+        max_value_bytes: int = 1_048_576,
+        passthrough_headers: tuple[str, ...] = (),
+        schema_known: Callable[[int], bool] | None = None,
     ) -> None:
         self.max_text_chars = max_text_chars
         self.max_value_bytes = max_value_bytes
+        self.schema_known = schema_known  # with TRIAGE_SCHEMA_REGISTRY_URL: registry.SchemaRegistry.knows
         self.passthrough = {name.lower() for name in passthrough_headers}
 
     def decode(self, record: RawRecord) -> FeedbackItem | Rejection:
@@ -53,6 +60,8 @@ class Decoder:
                     ErrorClass.INVALID_JSON, f"a Schema Registry frame needs {FRAME_BYTES} bytes, got {len(value)}"
                 )
             schema_id, value = int.from_bytes(value[1:FRAME_BYTES], "big"), value[FRAME_BYTES:]
+            if self.schema_known is not None and not self.schema_known(schema_id):
+                return reject(ErrorClass.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the Schema Registry")
         try:
             decoded_text = value.decode("utf-8")
         except UnicodeDecodeError as exc:

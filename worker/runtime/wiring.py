@@ -8,6 +8,7 @@ is imported only when a classifier is built, so verbs that need none start quick
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -34,6 +35,7 @@ from worker.runtime.housekeeping import Housekeeping, housekeeping_loop
 from worker.runtime.metrics import Metrics
 from worker.runtime.partitions import ResultPartitions
 from worker.runtime.pipeline import Chain
+from worker.runtime.registry import SchemaRegistry
 from worker.runtime.relay import OutboxRelay, relay_loop
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.runner import Runner
@@ -84,6 +86,13 @@ def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriageP
     chosen = classifier.calibration.threshold if classifier.calibration else None
     threshold = settings.low_confidence_threshold if settings.threshold_is_explicit() or chosen is None else chosen
     return TriagePolicy(threshold, settings.audit_sample_rate)
+
+
+def build_schema_check(settings: Settings) -> Callable[[int], bool] | None:
+    """With TRIAGE_SCHEMA_REGISTRY_URL: whether the registry knows a framed value's schema id (cached)."""
+    if settings.schema_registry_url is None:
+        return None
+    return SchemaRegistry(settings.schema_registry_url.get_secret_value()).knows
 
 
 def build_shadow(settings: Settings) -> Shadow | None:
@@ -184,7 +193,12 @@ def build_runner(
     stages = (
         Chain.of(
             DecodeStage(
-                Decoder(settings.max_text_chars, settings.kafka_max_message_bytes, settings.passthrough_headers)
+                Decoder(
+                    settings.max_text_chars,
+                    settings.kafka_max_message_bytes,
+                    settings.passthrough_headers,
+                    build_schema_check(settings),
+                )
             )
         )
         .then(TokenizeStage(classifier))
