@@ -17,6 +17,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 FAST_BATCHES = {"TRIAGE_MAX_BATCH_SIZE": "8", "TRIAGE_MAX_WAIT_MS": "5"}
+# A stream that is hostile on purpose (mostly malformed) is what the dead-letter guard stops; the
+# tests of the decoder's robustness under such a stream turn it off to see every payload through.
+GUARD_OFF = {"TRIAGE_DEAD_LETTER_MAX_RATIO": "1", "TRIAGE_DEAD_LETTER_MAX_CONSECUTIVE": "0"}
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.conftest import FAST_BATCHES
+from tests.faults.conftest import FAST_BATCHES, GUARD_OFF
 from tests.faults.harness import Expectation, drain_and_stop, verify
 from tests.faults.hostile import hostile_stream
 from tests.services import WorkerProcess, produce, scalar, wait_until
@@ -79,7 +79,7 @@ def test_hostile_stream_through_the_worker(
     expected = Expectation.of(stream, placed)
     assert len(expected.ids) and sum(expected.dead.values())
 
-    worker = start_worker(**FAST_BATCHES)
+    worker = start_worker(**FAST_BATCHES, **GUARD_OFF)
     wait_until(
         lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids) // 2,
         240,
