@@ -51,7 +51,7 @@ def test_metrics_health_and_readiness(
     assert sample("triage_end_to_end_seconds_count") == 31
     assert sample("triage_model_info", device="cpu") == 1
     status, body = get(f"{base}/readyz")
-    checks = {"database": True, "schema": True, "broker": True, "model": True}
+    checks = {"database": True, "schema": True, "broker": True, "model": True, "dead_letter_guard": True}
     assert status == 200 and json.loads(body)["checks"] == checks
     assert worker.stop() == 0
     assert '"metrics_listening"' in worker.logs()

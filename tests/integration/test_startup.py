@@ -72,6 +72,7 @@ def test_an_unreachable_broker_is_waited_for_and_readyz_says_why(worker_env: dic
             "schema": True,
             "broker": False,
             "model": True,
+            "dead_letter_guard": True,
         }
         asked = time.monotonic()
         assert worker.stop(timeout_s=20) == 0
