@@ -21,15 +21,17 @@ from typing import Any
 
 import torch
 
-from worker.model.encoding import Encoder, Truncation
+from worker.model.encoding import Truncation
 from worker.model.loading import ModelLoadError, load_trainable
 from worker.model.training.loop import (
     Batch,
     Recipe,
     TrainingLog,
+    has_classification_head,
     length_grouped,
     seed_everything,
     train,
+    training_encoder,
     validation_loss,
 )
 
@@ -85,16 +87,7 @@ def adapt(
     tokenizer, model = load_trainable(base, "masked_lm", revision)
     if tokenizer.mask_token_id is None:
         raise ModelLoadError(f"the tokenizer of {base!r} has no mask token, so it cannot be trained as a masked LM")
-    encoder = Encoder(
-        tokenizer,
-        max_length=min(recipe.max_length, tokenizer.model_max_length or recipe.max_length),
-        max_batch_size=recipe.batch_size,
-        max_batch_tokens=recipe.batch_size * recipe.max_length,
-        min_fill=0.0,
-        pad_multiple=None,
-        pin_memory=False,
-        truncation=truncation,
-    )
+    encoder = training_encoder(tokenizer, recipe, truncation, None)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     vocab = model.config.vocab_size
     train_ids, held_ids = encoder.token_ids(list(texts)), encoder.token_ids(list(held_out))
@@ -150,7 +143,7 @@ def masked_lm_loss(model: Any, inputs: Batch) -> torch.Tensor:
 
 def _with_head_of(base: str, adapted: Any, revision: str | None) -> Any:
     """The base's classifier over the adapted encoder, when the base has one; else `adapted` itself."""
-    if not any("ForSequenceClassification" in name for name in adapted.config.architectures or []):
+    if not has_classification_head(adapted.config):
         return adapted
     _, classifier = load_trainable(base, "classification", revision)
     missing, unexpected = classifier.base_model.load_state_dict(adapted.base_model.state_dict(), strict=False)

@@ -22,10 +22,19 @@ from typing import Any, Literal
 import torch
 
 from worker.contracts.values import Sentiment
-from worker.model.encoding import Encoder, Truncation
+from worker.model.encoding import Truncation
 from worker.model.labels import LabelMappingError, normalise_labels
 from worker.model.loading import ModelLoadError, load_trainable
-from worker.model.training.loop import Batch, Recipe, TrainingLog, length_grouped, seed_everything, train
+from worker.model.training.loop import (
+    Batch,
+    Recipe,
+    TrainingLog,
+    has_classification_head,
+    length_grouped,
+    seed_everything,
+    train,
+    training_encoder,
+)
 
 Weighting = Literal["balanced", "sqrt", "none"]
 WEIGHTINGS: tuple[Weighting, ...] = ("balanced", "sqrt", "none")
@@ -79,16 +88,7 @@ def finetune(
     seed_everything(recipe.seed)
     tokenizer, model = load_trainable(base, "classification", revision)
     index_of = _label_indexes(model, label_map)
-    encoder = Encoder(
-        tokenizer,
-        max_length=min(recipe.max_length, tokenizer.model_max_length or recipe.max_length),
-        max_batch_size=recipe.batch_size,
-        max_batch_tokens=recipe.batch_size * recipe.max_length,
-        min_fill=0.0,
-        pad_multiple=8 if device.type == "cuda" else None,
-        pin_memory=False,
-        truncation=truncation,
-    )
+    encoder = training_encoder(tokenizer, recipe, truncation, 8 if device.type == "cuda" else None)
     weights = class_weights(training.labels, weighting)
     weight_tensor = torch.zeros(len(index_of))
     for sentiment, index in index_of.items():
@@ -145,7 +145,7 @@ def _label_indexes(model: Any, label_map: Mapping[str, str] | None) -> dict[Sent
     config = model.config
     if config.num_labels != 2:
         raise ModelLoadError(f"expected a two-label model, the checkpoint has {config.num_labels} labels")
-    if not any("ForSequenceClassification" in name for name in config.architectures or []):
+    if not has_classification_head(config):
         config.id2label, config.label2id = dict(NEW_HEAD_LABELS), {v: k for k, v in NEW_HEAD_LABELS.items()}
     try:
         labels = normalise_labels({int(k): v for k, v in config.id2label.items()}, label_map)

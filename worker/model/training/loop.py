@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from worker.model.encoding import Encoder, Truncation
+
 Batch = dict[str, torch.Tensor]
 LENGTH_WINDOW = 50  # batches sorted by length together
 
@@ -46,6 +48,25 @@ class TrainingLog:
     validation_losses: list[float] = field(default_factory=list)  # one per measurement, in order
     best_at: int = -1  # index into validation_losses of the weights kept
     stopped_early: bool = False
+
+
+def training_encoder(tokenizer: Any, recipe: Recipe, truncation: Truncation, pad_multiple: int | None) -> Encoder:
+    """The worker's own tokenization and cut (`truncation`), at the recipe's length and batch size."""
+    return Encoder(
+        tokenizer,
+        max_length=min(recipe.max_length, tokenizer.model_max_length or recipe.max_length),
+        max_batch_size=recipe.batch_size,
+        max_batch_tokens=recipe.batch_size * recipe.max_length,
+        min_fill=0.0,
+        pad_multiple=pad_multiple,
+        pin_memory=False,
+        truncation=truncation,
+    )
+
+
+def has_classification_head(config: Any) -> bool:
+    """Whether a checkpoint was saved as a sequence classifier (else its head would be new)."""
+    return any("ForSequenceClassification" in name for name in config.architectures or [])
 
 
 def seed_everything(seed: int) -> None:
