@@ -10,6 +10,7 @@ import json
 import os
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -92,6 +93,10 @@ class Settings(BaseSettings):
     # Worker processes `triage-worker run` starts in the group (e.g. several feeding one GPU); see supervisor.
     processes: int = Field(1, ge=1, le=64)
     torch_compile: bool = False  # torch.compile the model (dynamic shapes); see worker/docs/performance.md
+    # What runs the forward pass: torch; or, on the CPU, ONNX Runtime in fp32 ("onnx") or with int8
+    # weights ("onnx-int8"; the `onnx` extra). See worker/docs/performance.md for speed and accuracy.
+    engine: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    onnx_cache_dir: Path = Path("~/.cache/triage-worker/onnx")  # where the ONNX exports are kept, per model revision
     # How a text longer than the model takes is cut: its start, or its start and its end (see model/encoding).
     truncation: Literal["head", "head_tail"] = "head_tail"  # measured: see worker/docs/model-quality.md
     # The temperature (and threshold) from `triage-worker calibrate`: "auto" (beside a local model), a path, or "off".

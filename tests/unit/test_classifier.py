@@ -257,7 +257,7 @@ def plain_encoder(tokenizer, *, max_length: int, truncation: str):  # type: igno
         max_length=max_length,
         max_batch_size=64,
         max_batch_tokens=2048,
-        min_fill=0,
+        cost=None,
         pad_multiple=None,
         pin_memory=False,
         truncation=truncation,  # type: ignore[arg-type]

@@ -13,17 +13,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from worker.contracts.inference import Answer, Inference, InferenceStats
 from worker.contracts.values import ClassificationFailure, Prediction
+from worker.model import onnx_engine, planning
 from worker.model.calibration import Calibration, CalibrationError, sigmoid
 from worker.model.encoding import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
-    DEFAULT_MIN_FILL,
     Encoded,
     Encoder,
     Truncation,
@@ -54,12 +55,18 @@ class SentimentClassifier:
         calibration: Calibration | None = None,
         truncation: Truncation = "head_tail",
         revision: str | None = None,
+        engine: str = "torch",
+        onnx_cache_dir: Path = Path("~/.cache/triage-worker/onnx"),
     ) -> None:
-        self.model_name = model
+        # An int8 (or ONNX) answer is never stored as a torch fp32 one: the engine is part of the name.
+        self.model_name = model if engine == "torch" else f"{model} [{engine}]"
+        self.engine = engine
         self.calibration = calibration
         self.calibration_id = calibration.id if calibration else None
         self.temperature = calibration.temperature if calibration else 1.0
-        loaded = load(model, resolve_device(device), revision=revision)
+        resolved = resolve_device(device)
+        onnx_engine.check_applies(engine, resolved)
+        loaded = load(model, resolved, revision=revision)
         self.revision = revision_of(model, loaded.model.config)
         if calibration is not None and calibration.revision and calibration.revision != self.revision:
             raise CalibrationError(
@@ -91,25 +98,34 @@ class SentimentClassifier:
             max_length=max_length_of(self.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)),
             max_batch_size=max_batch_size or DEFAULT_BATCH_SIZE[self.device.type],
             max_batch_tokens=max_batch_tokens or DEFAULT_BATCH_TOKENS[self.device.type],
-            min_fill=DEFAULT_MIN_FILL[self.device.type],
+            cost=None,
             pad_multiple=8 if self.device.type == "cuda" else None,
             pin_memory=self.device.type == "cuda",
             truncation=truncation,
         )
+        self.onnx = (
+            onnx_engine.build(self.model, self.encoder.input_names, engine, self.revision, onnx_cache_dir)
+            if engine != "torch"
+            else None
+        )
         self.max_length = self.encoder.max_length
         self.max_batch_size = self.encoder.max_batch_size
         self.max_batch_tokens = self.encoder.max_batch_tokens
-        self.min_fill = self.encoder.min_fill
+        if self.device.type == "cpu":
+            # Timed here, on this machine and this model, so the planner prices its passes truly.
+            self.encoder.cost = planning.measure(self._probe, self.max_length)
 
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.model_name,
             "revision": self.revision,
+            "engine": self.engine,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "max_length": self.max_length,
             "max_batch_tokens": self.max_batch_tokens,
             "compiled": self.compiled,
+            "pass_cost": self.encoder.cost.describe() if self.encoder.cost else "fill",
             "truncation": self.encoder.truncation,
             "calibration": self.calibration_id or "none",
             "temperature": self.temperature,
@@ -175,10 +191,17 @@ class SentimentClassifier:
 
     def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """Launch one forward pass; returns the logits in float32, still on the device."""
+        if self.onnx is not None:
+            return self.onnx(tensors)
         non_blocking = self.device.type == "cuda"
         inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in tensors.items()}
         with torch.inference_mode():
             return self.model(**inputs).logits.float()
+
+    def _probe(self, n: int, length: int) -> None:
+        """One forward pass of `n` texts of `length` word pieces, for the planner's cost measurement."""
+        filler = self.tokenizer.unk_token_id or 0
+        self._forward(self.encoder.pad([[filler] * length] * n))
 
     def _predictions(self, logits: torch.Tensor) -> list[Answer]:
         """One copy to Python lists, then plain arithmetic: a pass's answers are a few dozen pairs,

@@ -5,8 +5,9 @@ keeps the first quarter of the budget and the last three quarters (128 and 382 w
 Sun et al. 2019), since the end of a long review often holds its verdict.
 
 Texts are sorted by length and cut into passes whose padded size (texts x longest) fits
-`max_batch_tokens`, with at most `max_batch_size` texts. This is CPU work only, kept apart from
-the forward pass so the worker can prepare the next batch while the device runs this one.
+`max_batch_tokens`, with at most `max_batch_size` texts, where the cut costs least (see `planning`).
+This is CPU work only, kept apart from the forward pass so the worker can prepare the next batch
+while the device runs this one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from worker.model.planning import PassCost, plan
+
 UNBOUNDED_LENGTH = 1_000_000  # tokenizers without a limit report a huge sentinel
 # Padded tokens per forward pass when not configured, measured with `triage-worker bench` on the
 # worker's own 64-event micro-batches: on the CPU small, tightly sorted passes win (cache-sized
@@ -30,10 +33,6 @@ DEFAULT_BATCH_TOKENS = {"cpu": 2_048, "cuda": 131_072}
 # rebalance or a stop waits for the batches in flight; on a GPU 64 leaves it idle (the H100 runs of
 # the benchmark used 1,024).
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 1_024}
-# A new forward pass starts when a text is shorter than this share of the pass's longest. On the
-# CPU padding is paid in full (attention grows with the padded length), so a few extra passes are
-# cheaper than padding a short review to a long one; on a GPU fewer, larger launches win.
-DEFAULT_MIN_FILL = {"cpu": 0.7, "cuda": 0.0}
 
 Truncation = Literal["head", "head_tail"]
 TRUNCATIONS: tuple[Truncation, ...] = ("head", "head_tail")
@@ -48,33 +47,6 @@ class Encoded:
     ids: list[list[int]]
     lengths: list[int]
     passes: list[tuple[list[int], dict[str, torch.Tensor]]]  # (text indexes, padded tensors) per pass
-
-
-def plan_batches(
-    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int, min_fill: float = 0.0
-) -> list[list[int]]:
-    """Group text indexes, longest first, so each batch's padded size stays within the budget.
-
-    A batch costs len(batch) * (longest length in it) tokens. A single text longer than the
-    budget still gets a batch of its own. With `min_fill`, a text shorter than that share of the
-    batch's longest starts a new batch (length bucketing).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = lengths[current[0]] if current else lengths[index]
-        if current and (
-            len(current) + 1 > max_batch_size
-            or (len(current) + 1) * longest > max_batch_tokens
-            or lengths[index] < min_fill * longest
-        ):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def max_length_of(tokenizer: PreTrainedTokenizerBase, max_position_embeddings: int | None) -> int:
@@ -93,7 +65,7 @@ class Encoder:
         max_length: int,
         max_batch_size: int,
         max_batch_tokens: int,
-        min_fill: float,
+        cost: PassCost | None,
         pad_multiple: int | None,
         pin_memory: bool,
         truncation: Truncation = "head_tail",
@@ -104,10 +76,13 @@ class Encoder:
         self.max_length = max_length
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.min_fill = min_fill
+        self.cost = cost  # None: fill each pass to the budget (see planning)
         self.pad_multiple = pad_multiple
         self.pin_memory = pin_memory
         self.truncation = truncation
+        # The tensors each pass holds: token types (all 0 for a single text) only where the model takes them.
+        with_types = "token_type_ids" in tokenizer.model_input_names
+        self.input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
         # head_tail cuts in Python, so the tokenizer must hand over whole texts.
         self._backend = truncating_backend(tokenizer, None if truncation == "head_tail" else max_length)
         self._specials = special_token_counts(tokenizer)
@@ -117,8 +92,10 @@ class Encoder:
             return Encoded([], [], [])
         ids = self.token_ids(texts)
         lengths = [len(row) for row in ids]
-        plan = plan_batches(lengths, self.max_batch_size, self.max_batch_tokens, self.min_fill)
-        passes = [(indexes, self.pad([ids[i] for i in indexes])) for indexes in plan]
+        passes = [
+            (indexes, self.pad([ids[i] for i in indexes]))
+            for indexes in plan(lengths, self.max_batch_size, self.max_batch_tokens, self.cost)
+        ]
         return Encoded(ids, lengths, passes)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -168,7 +145,7 @@ class Encoder:
             input_ids[row, span] = values
             mask[row, span] = 1
         arrays = {"input_ids": input_ids, "attention_mask": mask}
-        if "token_type_ids" in self.tokenizer.model_input_names:
+        if "token_type_ids" in self.input_names:
             arrays["token_type_ids"] = np.zeros_like(input_ids)
         tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
         return {name: t.pin_memory() for name, t in tensors.items()} if self.pin_memory else tensors

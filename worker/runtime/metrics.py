@@ -19,7 +19,17 @@ from worker.runtime.batches import BatchReport
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 EVENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 TOKEN_BUCKETS = tuple(2**n for n in range(8, 20))  # 256 .. 524,288 padded tokens
-MODEL_LABELS = ("model", "revision", "device", "dtype", "max_length", "truncation", "calibration", "temperature")
+MODEL_LABELS = (
+    "model",
+    "revision",
+    "engine",
+    "device",
+    "dtype",
+    "max_length",
+    "truncation",
+    "calibration",
+    "temperature",
+)
 
 
 class Metrics:

@@ -78,6 +78,8 @@ def build_classifier(settings: Settings, *, calibrated: bool = True, shadow: boo
         calibration=calibration.resolve(setting, model) if calibrated else None,
         truncation=settings.truncation,
         revision=settings.shadow_model_revision if shadow else settings.model_revision,
+        engine=settings.engine,
+        onnx_cache_dir=settings.onnx_cache_dir,
     )
 
 

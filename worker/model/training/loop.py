@@ -57,7 +57,7 @@ def training_encoder(tokenizer: Any, recipe: Recipe, truncation: Truncation, pad
         max_length=min(recipe.max_length, tokenizer.model_max_length or recipe.max_length),
         max_batch_size=recipe.batch_size,
         max_batch_tokens=recipe.batch_size * recipe.max_length,
-        min_fill=0.0,
+        cost=None,
         pad_multiple=pad_multiple,
         pin_memory=False,
         truncation=truncation,
