@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate.add_argument("--json", type=Path, metavar="OUT.json", help="also write every figure as JSON")
     evaluate.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw reliability and confusion")
+    evaluate.add_argument(
+        "--compare-quantized",
+        action="store_true",
+        help="run the model in fp32 (torch) and in int8 (TRIAGE_ENGINE=onnx-int8); print both side by side",
+    )
     calibrate.add_argument("--holdout", type=float, default=0.3, help="share kept out of the fit to judge it")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split (default: 0)")
     calibrate.add_argument("--out", type=Path, help="file to write (default: TRIAGE_CALIBRATION, or beside the model)")
@@ -407,6 +412,8 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     _png(args.plot, "--plot")
     examples = _labelled_examples(args)
+    if args.compare_quantized:
+        return _compare_quantized(settings, args, examples)
     classifier = build_classifier(settings)
     threshold = build_policy(settings, classifier).threshold
     scored = evaluate.score(classifier, examples)
@@ -422,6 +429,44 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     if args.plot:
         title = f"{args.data.name}: {about['model']} (calibration {about['calibration']}, {evaluation.n:,} texts)"
         print(f"chart written to {plot(evaluation, title, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def _compare_quantized(settings: Settings, args: argparse.Namespace, examples: list[Any]) -> int:
+    """The same texts through fp32 torch and ONNX Runtime int8, at fp32's threshold, side by side."""
+    from worker.ops.quality import evaluate, measures
+    from worker.runtime.wiring import build_classifier, build_policy
+
+    engines = {"fp32": "torch", "int8": "onnx-int8"}
+    classifiers = {name: build_classifier(settings.with_overrides(engine=engine)) for name, engine in engines.items()}
+    threshold = build_policy(settings, classifiers["fp32"]).threshold
+    scored = {name: evaluate.score(classifier, examples) for name, classifier in classifiers.items()}
+    if any(len(s.predictions) != len(examples) for s in scored.values()):
+        failed = {name: s.failed for name, s in scored.items()}
+        raise OperatorError(f"some texts could not be classified ({failed}); compare on a file every engine takes")
+    figures = {name: measures.measure(s.truths, s.negative_probs, threshold, s.weights) for name, s in scored.items()}
+    changed = sum(
+        a.label != b.label for a, b in zip(scored["fp32"].predictions, scored["int8"].predictions, strict=True)
+    )
+    fp32, int8 = figures["fp32"], figures["int8"]
+    caught = (int8.escalation.negatives_caught or 0) - (fp32.escalation.negatives_caught or 0)
+    lines = [
+        f"{len(examples):,} texts from {args.data}, model {settings.model} "
+        f"(calibration {classifiers['fp32'].calibration_id or 'none'}, threshold {threshold:.2f})",
+        "",
+        *evaluate.side_by_side({name: (figures[name], scored[name].texts_per_s) for name in engines}),
+        "",
+        f"labels changed by int8: {changed:,} of {len(examples):,} ({changed / len(examples):.2%}); "
+        f"accuracy {100 * (int8.accuracy - fp32.accuracy):+.2f} points, negatives predicted "
+        f"{100 * (int8.per_class['negative'].recall - fp32.per_class['negative'].recall):+.2f} points, "
+        f"negatives caught {100 * caught:+.2f} points",
+    ]
+    print("\n".join(lines))
+    if args.json:
+        about = {"data": str(args.data), "labels_changed": changed, "threshold": threshold}
+        both = {name: json.loads(evaluate.as_json(figures[name], classifiers[name].describe())) for name in engines}
+        args.json.write_text(json.dumps({**about, **both}, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,10 @@ def test_synthetic_reviews_are_deterministic_and_long_tailed() -> None:
     assert sum(w * 1.12 > 512 for w in words) / len(words) > 0.05  # a long tail past the 512 limit
 
 
-def test_model_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_mode(
+    checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIAGE_ONNX_CACHE_DIR", str(tmp_path / "onnx"))
     out = tmp_path / "model.json"
     assert (
         main(["bench", "--mode", "model", "--model", str(checkpoint_pos_neg), "--events", "40", "--json", str(out)])
@@ -29,7 +32,30 @@ def test_model_mode(checkpoint_pos_neg: Path, tmp_path: Path, capsys: pytest.Cap
     assert result["texts"] == 40 and result["label_agreement"] == 1.0 and result["max_score_diff"] < 1e-3
     assert len(result["round_ratios"]) == 3  # baseline and ours took turns on three slices
     assert result["ours_forward_passes"] >= 3
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ratio=")
+    # Every peer ran on the same texts; the plain fp32 loop is the reference the others are held to.
+    assert set(result["systems"]) == {"pipeline", "torch_sorted", "onnx_fp32", "onnx_int8", "ours"}
+    assert result["systems"]["torch_sorted"]["labels_equal_to_fp32"] == 1.0
+    assert result["systems"]["onnx_fp32"]["labels_equal_to_fp32"] == 1.0
+    assert result["systems"]["ours"]["vs_ours"] == 1.0 and result["engine"] == "torch"
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("ratio=") and any(line.startswith("onnx_int8 ") for line in printed)
+
+
+def test_model_mode_short_texts_with_ours_in_int8(
+    checkpoint_pos_neg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIAGE_ONNX_CACHE_DIR", str(tmp_path / "onnx"))
+    out = tmp_path / "model.json"
+    args = ["bench", "--mode", "model", "--model", str(checkpoint_pos_neg), "--texts", "short", "--events", "30"]
+    assert main([*args, "--engine", "onnx-int8", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["engine"] == "onnx-int8" and result["texts"] == 30
+    assert (tmp_path / "onnx").is_dir()
+
+
+def test_unknown_corpus_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--mode", "model", "--texts", "tweets", "--events", "5"]) == 2
+    assert "--texts takes short, imdb or a file of texts; 'tweets' is none of them" in capsys.readouterr().err
 
 
 def test_model_mode_honours_the_label_map(

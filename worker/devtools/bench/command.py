@@ -50,7 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds", type=positive_int, default=3, help="model: baseline and ours take turns on this many slices"
     )
-    parser.add_argument("--texts", type=Path, help="file of texts instead of synthetic reviews")
+    parser.add_argument(
+        "--texts",
+        default="imdb",
+        metavar="short|imdb|FILE",
+        help="short: synthetic feedback of 8-64 word pieces; imdb: synthetic reviews of IMDB's lengths (default); "
+        "or a file of texts (.txt lines, .csv or .jsonl with a text field, optionally .gz)",
+    )
+    parser.add_argument(
+        "--engine", choices=["torch", "onnx", "onnx-int8"], help="what runs ours (default: TRIAGE_ENGINE)"
+    )
     parser.add_argument("--partitions", type=positive_int, default=3, help="e2e: input topic partitions")
     parser.add_argument("--rate", type=float, default=0.0, help="e2e: produce at this many events/s (0: backlog)")
     parser.add_argument("--workers", type=positive_int, default=1, help="e2e: worker processes in the consumer group")
@@ -112,15 +121,29 @@ def _shadow_cost(args: argparse.Namespace, settings: Settings, texts: list[str])
     return {**runs, "shadow": args.shadow, "shadow_ratio": ratio}, summary
 
 
+def corpus(name: str, count: int) -> list[str]:
+    """`count` texts of the named corpus, or the first `count` of a file (its path)."""
+    from worker.devtools.bench.texts import load_texts, synthetic_feedback, synthetic_reviews
+
+    if name == "short":
+        return synthetic_feedback(count)
+    if name == "imdb":
+        return synthetic_reviews(count)
+    path = Path(name)
+    if not path.is_file():
+        raise OperatorError(f"--texts takes short, imdb or a file of texts; {name!r} is none of them")
+    return load_texts(path, count)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.mode == "trends":
         return _run_trends(args, settings)
     # Imported here, not at the top: the CLI builds every verb's arguments from this module.
     from worker.devtools.bench.e2e_mode import bench_e2e
-    from worker.devtools.bench.model_mode import bench_model
-    from worker.devtools.bench.texts import load_texts, random_bert_base, synthetic_reviews
+    from worker.devtools.bench.model_mode import bench_model, table_lines
+    from worker.devtools.bench.texts import random_bert_base
 
-    texts = load_texts(args.texts, args.events) if args.texts else synthetic_reviews(args.events)
+    texts = corpus(args.texts, args.events)
     if args.mode == "suite":
         return _run_suite(args, settings, texts)
     updates = {
@@ -131,6 +154,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "max_batch_size": args.max_batch_size,
             "max_batch_tokens": args.max_batch_tokens,
             "torch_compile": args.compile or None,
+            "engine": args.engine,
         }.items()
         if value is not None
     }
@@ -141,9 +165,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.mode == "model":
             result = bench_model(settings, texts, args.rounds)
             summary = (
-                f"ratio={result['ratio']} ours_per_s={result['ours_per_s']} "
-                f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
-                f"label_agreement={result['label_agreement']} device={result['device']}"
+                "\n".join(table_lines(result))
+                + "\n"
+                + (
+                    f"ratio={result['ratio']} ours_per_s={result['ours_per_s']} "
+                    f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
+                    f"label_agreement={result['label_agreement']} device={result['device']}"
+                )
             )
         elif args.shadow:
             result, summary = _shadow_cost(args, settings, texts)

@@ -1,107 +1,207 @@
-"""Model mode: our classifier against transformers' `pipeline(batch_size=64)` on the same texts and model.
+"""Model mode: our classifier against the ways others would serve the same model, on the same texts.
 
-Prints both rates, the ratio, label agreement and the largest score difference. Ours is built by
-the wiring module exactly as the worker builds it (label map included) and is fed the worker's
-own micro-batches; baseline and ours take turns on `rounds` slices, so noise lands on both.
+The peers: transformers' `pipeline(batch_size=64)`; a plain torch loop a speed-minded user would
+write (each window of 64 texts sorted by length, a new batch where a text is under half the
+longest); and, with the `onnx` extra, the same loop through ONNX Runtime in fp32 and with
+whole-model dynamic int8 (what Optimum does). Ours is built by the wiring module exactly as the
+worker builds it (engine and label map included) and is fed the worker's own micro-batches.
+Every system takes its turn on each of `rounds` slices, so noise lands on all of them. Printed:
+each rate, its ratio to ours, and its label agreement with fp32 torch (the plain loop's labels).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from worker.runtime.wiring import build_classifier
 from worker.settings import Settings
 
+WINDOW = 64  # the peers sort within windows of this many texts, the worker's CPU micro-batch
+HALF = 0.5  # ... and start a new batch where a text is under this share of the batch's longest
+
+Labeller = Callable[[list[str]], list[tuple[str, float]]]  # texts -> (sentiment, score) each
+
 
 def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[str, Any]:
     import torch
-    from transformers import pipeline
 
     from worker.contracts.values import Prediction
 
-    model = settings.model
-    # The same work as the baseline: its truncation (the start of a text), no calibration.
+    # The same work as the peers: their truncation (the start of a text), no calibration.
     ours = build_classifier(settings.with_overrides(truncation="head", calibration="off"))
-    baseline = pipeline(
-        "text-classification",
-        model=model,
-        device=ours.device,
-        dtype=torch.float16 if ours.device.type == "cuda" else torch.float32,
-    )
-    tokens = [len(ids) for ids in ours.tokenizer(texts, truncation=True, max_length=ours.max_length)["input_ids"]]
     passes: list[Any] = []  # the classifier's stats for each micro-batch
 
-    def timed(fn: Any, chunk: list[str]) -> tuple[Any, float]:
-        if ours.device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        result = fn(chunk)
-        if ours.device.type == "cuda":
-            torch.cuda.synchronize()
-        return result, time.perf_counter() - started
-
-    def baseline_on(chunk: list[str]) -> list[Any]:
-        return list(baseline(chunk, batch_size=64, truncation=True))
-
-    def ours_in_micro_batches(chunk: list[str]) -> list[Any]:
+    def ours_in_micro_batches(chunk: list[str]) -> list[tuple[str, float]]:
         # The worker hands the classifier one micro-batch (at most max_batch_size events) at a
         # time, so it can only sort by length within that window; this does the same.
-        answers = []
+        answers: list[tuple[str, float]] = []
         for start in range(0, len(chunk), ours.max_batch_size):
             inference = ours.classify(ours.encode(chunk[start : start + ours.max_batch_size]))
-            answers += inference.answers
             passes.append(inference.stats)
+            for answer in inference.answers:
+                assert isinstance(answer, Prediction)
+                answers.append((answer.label, answer.score))
         return answers
 
-    # Warm up both (a compiled model gets a few shapes compiled before the clock starts).
-    baseline_on(texts[:64])
-    ours_in_micro_batches(texts[: ours.max_batch_size * (4 if settings.torch_compile else 1)])
-    passes.clear()
-    # Baseline and ours take turns on consecutive slices of the texts, so a burst of noise from
-    # elsewhere on the machine lands on both instead of on whichever ran at that moment.
-    base_out: list[Any] = []
-    our_out: list[Any] = []
-    round_ratios = []
-    base_s = our_s = 0.0
-    size = math.ceil(len(texts) / rounds)
-    for start in range(0, len(texts), size):
-        chunk = texts[start : start + size]
-        base_part, base_round_s = timed(baseline_on, chunk)
-        our_part, our_round_s = timed(ours_in_micro_batches, chunk)
-        base_out += base_part
-        our_out += our_part
-        base_s, our_s = base_s + base_round_s, our_s + our_round_s
-        round_ratios.append(round(base_round_s / our_round_s, 3))
-    label_of = {raw.lower(): norm for raw, norm in ours.describe()["labels"].items()}
-    agree, max_diff = 0, 0.0
-    for base, mine in zip(base_out, our_out, strict=True):
-        assert isinstance(mine, Prediction)
-        base_label = label_of[base["label"].lower()]
-        agree += base_label == mine.label
-        mine_score = mine.score if base_label == mine.label else 1 - mine.score
-        max_diff = max(max_diff, abs(mine_score - base["score"]))
+    with tempfile.TemporaryDirectory() as scratch:
+        systems = {**_peers(settings.model, ours, Path(scratch)), "ours": ours_in_micro_batches}
+        # Warm up each (a compiled model gets a few shapes compiled before the clock starts).
+        for name, system in systems.items():
+            system(texts[: ours.max_batch_size * (4 if settings.torch_compile and name == "ours" else 1)])
+        passes.clear()
+        # The systems take turns on consecutive slices of the texts, so a burst of noise from
+        # elsewhere on the machine lands on all of them instead of on whichever ran at that moment.
+        outputs: dict[str, list[tuple[str, float]]] = {name: [] for name in systems}
+        seconds = dict.fromkeys(systems, 0.0)
+        round_ratios = []
+        size = math.ceil(len(texts) / rounds)
+        for start in range(0, len(texts), size):
+            chunk = texts[start : start + size]
+            took = {}
+            for name, system in systems.items():
+                if ours.device.type == "cuda":
+                    torch.cuda.synchronize()
+                started = time.perf_counter()
+                outputs[name] += system(chunk)
+                if ours.device.type == "cuda":
+                    torch.cuda.synchronize()
+                took[name] = time.perf_counter() - started
+                seconds[name] += took[name]
+            round_ratios.append(round(took["pipeline"] / took["ours"], 3))
+    reference = outputs["torch_sorted"]
+    table = {
+        name: {
+            "per_s": round(len(texts) / seconds[name], 1),
+            "vs_ours": round(seconds["ours"] / seconds[name], 3),
+            "labels_equal_to_fp32": _agreement(outputs[name], reference),
+        }
+        for name in systems
+    }
+    max_diff = max(
+        (abs(mine[1] - (base[1] if base[0] == mine[0] else 1 - base[1])))
+        for base, mine in zip(outputs["pipeline"], outputs["ours"], strict=True)
+    )
+    tokens = [len(ids) for ids in ours.tokenizer(texts, truncation=True, max_length=ours.max_length)["input_ids"]]
     padded, real = sum(p.padded_tokens for p in passes), sum(p.real_tokens for p in passes)
     return {
         "mode": "model",
-        "model": model,
-        **{k: v for k, v in ours.describe().items() if k in ("device", "dtype", "max_length")},
+        "model": settings.model,
+        **{k: v for k, v in ours.describe().items() if k in ("engine", "device", "dtype", "max_length", "pass_cost")},
         "texts": len(texts),
         "mean_tokens": round(statistics.fmean(tokens), 1),
         "share_truncated": round(sum(t >= ours.max_length for t in tokens) / len(tokens), 3),
+        "systems": table,
         "baseline": "transformers pipeline(batch_size=64)",
-        "baseline_per_s": round(len(texts) / base_s, 1),
-        "ours_per_s": round(len(texts) / our_s, 1),
-        "ratio": round(base_s / our_s, 3),
+        "baseline_per_s": table["pipeline"]["per_s"],
+        "ours_per_s": table["ours"]["per_s"],
+        "ratio": round(seconds["pipeline"] / seconds["ours"], 3),
         "round_ratios": round_ratios,
-        "label_agreement": round(agree / len(texts), 4),
+        "label_agreement": _agreement(outputs["ours"], outputs["pipeline"]),
         "max_score_diff": float(f"{max_diff:.2e}"),
         "ours_forward_passes": sum(p.forward_passes for p in passes),
         "ours_padding_overhead": round(padded / real - 1, 3) if real else 0,
         "max_batch_size": ours.max_batch_size,
-        "ours_min_fill": ours.min_fill,
         "max_batch_tokens": ours.max_batch_tokens,
         "torch_compile": settings.torch_compile,
+    }
+
+
+def table_lines(result: dict[str, Any]) -> list[str]:
+    """The systems as aligned lines: rate, ratio to ours, labels equal to fp32 torch."""
+    lines = [f"{'system':<14} {'texts/s':>9} {'vs ours':>8} {'labels = fp32':>14}"]
+    for name, row in result["systems"].items():
+        lines.append(f"{name:<14} {row['per_s']:>9} {row['vs_ours']:>8.2f} {100 * row['labels_equal_to_fp32']:>13.1f}%")
+    return lines
+
+
+def _agreement(answers: list[tuple[str, float]], reference: list[tuple[str, float]]) -> float:
+    return round(sum(a[0] == b[0] for a, b in zip(answers, reference, strict=True)) / len(reference), 4)
+
+
+def _peers(model: str, ours: Any, scratch: Path) -> dict[str, Labeller]:
+    """The peers, each labelling texts its own way with the same model (the ONNX ones only with the extra)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    device, tokenizer, max_length = ours.device, ours.tokenizer, ours.max_length
+    sentiment = {ours.raw_labels[i].lower(): s for i, s in ours.labels.items()}
+    negative = ours.negative_index
+    plain = AutoModelForSequenceClassification.from_pretrained(model, dtype=ours.dtype).to(device).eval()
+    baseline = pipeline("text-classification", model=plain, tokenizer=tokenizer, device=device)
+
+    def batches(texts: list[str]) -> Iterator[tuple[list[int], dict[str, Any]]]:
+        """Each window of WINDOW texts sorted by length, cut where a text is under HALF the longest."""
+        for start in range(0, len(texts), WINDOW):
+            window = list(range(start, min(start + WINDOW, len(texts))))
+            lengths = tokenizer([texts[i] for i in window], truncation=True, max_length=max_length)["input_ids"]
+            order = sorted(range(len(window)), key=lambda k: len(lengths[k]), reverse=True)
+            current: list[int] = []
+            for k in order:
+                if current and len(lengths[k]) < HALF * len(lengths[current[0]]):
+                    yield _batch(current, window, texts)
+                    current = []
+                current.append(k)
+            if current:
+                yield _batch(current, window, texts)
+
+    def _batch(current: list[int], window: list[int], texts: list[str]) -> tuple[list[int], dict[str, Any]]:
+        indexes = [window[k] for k in current]
+        inputs = tokenizer(
+            [texts[i] for i in indexes], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return indexes, {name: inputs[name] for name in ours.encoder.input_names}
+
+    def labelled(texts: list[str], run: Callable[[dict[str, Any]], Any]) -> list[tuple[str, float]]:
+        answers: list[tuple[str, float]] = [("", 0.0)] * len(texts)
+        for indexes, inputs in batches(texts):
+            probabilities = torch.softmax(run(inputs).float(), dim=-1).tolist()
+            for index, row in zip(indexes, probabilities, strict=True):
+                label = negative if row[negative] >= 0.5 else 1 - negative
+                answers[index] = (ours.labels[label], row[label])
+        return answers
+
+    def torch_run(inputs: dict[str, Any]) -> Any:
+        with torch.inference_mode():
+            return plain(**{k: v.to(device) for k, v in inputs.items()}).logits
+
+    def pipeline_labels(texts: list[str]) -> list[tuple[str, float]]:
+        return [
+            (sentiment[out["label"].lower()], out["score"]) for out in baseline(texts, batch_size=64, truncation=True)
+        ]
+
+    peers: dict[str, Labeller] = {
+        "pipeline": pipeline_labels,
+        "torch_sorted": lambda texts: labelled(texts, torch_run),
+    }
+    if device.type == "cpu":
+        peers.update(_onnx_peers(plain, ours.encoder.input_names, scratch, labelled))
+    return peers
+
+
+def _onnx_peers(
+    model: Any, input_names: list[str], scratch: Path, labelled: Callable[[list[str], Any], list[tuple[str, float]]]
+) -> dict[str, Labeller]:
+    """ONNX Runtime in fp32 and with whole-model dynamic int8, in the same sorted loop (skipped,
+    with a note, when the `onnx` extra is not installed)."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        print("bench: ONNX Runtime is not installed (the onnx extra): its peers are left out")
+        return {}
+    from worker.model.onnx_engine import OnnxForward, export, quiet_quantizer
+
+    fp32, int8 = scratch / "peer.onnx", scratch / "peer-int8.onnx"
+    export(model, input_names, fp32)
+    with quiet_quantizer():
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+    sessions = {"onnx_fp32": OnnxForward(fp32, input_names), "onnx_int8": OnnxForward(int8, input_names)}
+    return {
+        name: (lambda texts, session=session: labelled(texts, session))  # type: ignore[misc]
+        for name, session in sessions.items()
     }

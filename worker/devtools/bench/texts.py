@@ -1,5 +1,6 @@
-"""Texts for the benchmarks: synthetic reviews with IMDB's length distribution, or a file of real ones,
-and a randomly initialised BERT-base that stands in for the model cards' models.
+"""Texts for the benchmarks: synthetic reviews with IMDB's length distribution, short synthetic feedback
+(tweets, survey answers, ticket lines), or a file of real ones; and a randomly initialised BERT-base
+that stands in for the model cards' models.
 """
 
 from __future__ import annotations
@@ -29,23 +30,46 @@ LENGTH_SIGMA = 0.8
 TOKENS_PER_WORD = 1.12
 
 
+# Short feedback: tweets, survey answers and ticket lines run 10-60 word pieces (median 24 here).
+FEEDBACK_WORDS = (
+    "the a and my to is it was for with on but not i we you your order delivery support app service "
+    "refund account help staff team wait waited hours days again still never always great good bad slow "
+    "fast rude friendly helpful useless broken fixed late quick thanks thank love hate awful excellent "
+    "terrible disappointed happy price charged twice cancel cancelled package arrived damaged missing "
+    "update login error crash works worked easy hard ticket reply answer call chat email please why"
+).split()
+SHORT_MEDIAN_TOKENS = 24
+SHORT_SIGMA = 0.45
+SHORT_RANGE_TOKENS = (8, 64)
+
+
 def synthetic_reviews(n: int, seed: int = 0) -> list[str]:
     """`n` reviews with IMDB's length distribution, built from WORDS (deterministic for a seed)."""
     rng = random.Random(seed)
-    texts = []
-    for _ in range(n):
-        tokens = rng.lognormvariate(math.log(LENGTH_MEDIAN_TOKENS), LENGTH_SIGMA)
-        words = max(int(tokens / TOKENS_PER_WORD), 3)
-        sentences, current = [], []
-        for _ in range(words):
-            current.append(rng.choice(WORDS))
-            if len(current) >= rng.randint(8, 20):
-                sentences.append(" ".join(current).capitalize() + ".")
-                current = []
-        if current:
+    return [_sentences(rng, WORDS, rng.lognormvariate(math.log(LENGTH_MEDIAN_TOKENS), LENGTH_SIGMA)) for _ in range(n)]
+
+
+def synthetic_feedback(n: int, seed: int = 0) -> list[str]:
+    """`n` short feedback texts, 8-64 word pieces (median 24), from FEEDBACK_WORDS (deterministic for a seed)."""
+    rng = random.Random(seed)
+    low, high = SHORT_RANGE_TOKENS
+    lengths = (min(max(rng.lognormvariate(math.log(SHORT_MEDIAN_TOKENS), SHORT_SIGMA), low), high) for _ in range(n))
+    return [_sentences(rng, FEEDBACK_WORDS, tokens) for tokens in lengths]
+
+
+def _sentences(rng: random.Random, vocabulary: list[str], tokens: float) -> str:
+    """Sentences of 8-20 words drawn from `vocabulary`, about `tokens` word pieces in all."""
+    words = max(int(tokens / TOKENS_PER_WORD), 3)
+    sentences: list[str] = []
+    current: list[str] = []
+    for _ in range(words):
+        current.append(rng.choice(vocabulary))
+        if len(current) >= rng.randint(8, 20):
             sentences.append(" ".join(current).capitalize() + ".")
-        texts.append(" ".join(sentences))
-    return texts
+            current = []
+    if current:
+        sentences.append(" ".join(current).capitalize() + ".")
+    return " ".join(sentences)
 
 
 def load_texts(path: Path, limit: int) -> list[str]:

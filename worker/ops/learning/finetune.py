@@ -211,25 +211,10 @@ def cross_fitted(margins: Sequence[float], truths: Sequence[Sentiment]) -> list[
 
 
 def render(outcome: Outcome) -> str:
-    b, n = outcome.base.evaluation, outcome.new.evaluation
-    rows = [
-        ("accuracy", f"{b.accuracy:.4f}", f"{n.accuracy:.4f}"),
-        ("macro-F1", f"{b.macro_f1:.4f}", f"{n.macro_f1:.4f}"),
-        (
-            "negatives caught",
-            evaluate.percent(b.escalation.negatives_caught),
-            evaluate.percent(n.escalation.negatives_caught),
-        ),
-        (
-            "escalations negative",
-            evaluate.percent(b.escalation.escalation_precision),
-            evaluate.percent(n.escalation.escalation_precision),
-        ),
-        ("share escalated", f"{b.escalation.share_escalated:.1%}", f"{n.escalation.share_escalated:.1%}"),
-        ("threshold", f"{b.escalation.threshold:.2f}", f"{n.escalation.threshold:.2f}"),
-        ("ECE", f"{b.ece:.4f}", f"{n.ece:.4f}"),
-        ("texts/s", f"{outcome.base.texts_per_s:,.0f}", f"{outcome.new.texts_per_s:,.0f}"),
-    ]
+    columns = {
+        "base": (outcome.base.evaluation, outcome.base.texts_per_s),
+        "new": (outcome.new.evaluation, outcome.new.texts_per_s),
+    }
     training = outcome.card["training"]
     split = outcome.card["split"]
     lines = [
@@ -238,8 +223,8 @@ def render(outcome: Outcome) -> str:
         f"{training['steps']:,} steps, {training['epochs_run']} epochs in {training['seconds']:.0f} s on "
         f"{training['device']}" + (", stopped early" if training["stopped_early"] else ""),
         "",
-        f"{'held-out part':24}{'base':>12}{'new':>12}",
-        *(f"{name:24}{left:>12}{right:>12}" for name, left, right in rows),
+        "held-out part:",
+        *evaluate.side_by_side(columns),
         "",
         f"base: {outcome.base.name} ({outcome.base.revision})",
         f"new:  {outcome.new.name} ({outcome.new.revision}), temperature {outcome.calibration.temperature:.4f} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -105,6 +105,28 @@ def render(evaluation: Evaluation, about: dict[str, Any]) -> str:
             f"{percent(row.negatives_caught):>18}{percent(row.escalation_precision):>16}"
         )
     return "\n".join(lines)
+
+
+def side_by_side(columns: dict[str, tuple[Evaluation, float]], width: int = 12) -> list[str]:
+    """The headline figures of several evaluations of the same texts (name -> evaluation, texts/s), a
+    column each: accuracy, macro-F1, negatives predicted negative, negatives caught at the threshold
+    (predicted negative or unsure), escalations truly negative, share escalated, ECE, speed."""
+
+    def row(name: str, value: Callable[[Evaluation, float], str]) -> str:
+        return f"{name:24}" + "".join(f"{value(e, rate):>{width}}" for e, rate in columns.values())
+
+    return [
+        f"{'':24}" + "".join(f"{name:>{width}}" for name in columns),
+        row("accuracy", lambda e, _: f"{e.accuracy:.4f}"),
+        row("macro-F1", lambda e, _: f"{e.macro_f1:.4f}"),
+        row("negatives predicted", lambda e, _: percent(e.per_class["negative"].recall)),
+        row("negatives caught", lambda e, _: percent(e.escalation.negatives_caught)),
+        row("escalations negative", lambda e, _: percent(e.escalation.escalation_precision)),
+        row("share escalated", lambda e, _: f"{e.escalation.share_escalated:.1%}"),
+        row("threshold", lambda e, _: f"{e.escalation.threshold:.2f}"),
+        row("ECE", lambda e, _: f"{e.ece:.4f}"),
+        row("texts/s", lambda _, rate: f"{rate:,.0f}"),
+    ]
 
 
 def _escalation_line(row: Escalation) -> str:
