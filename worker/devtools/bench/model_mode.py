@@ -197,7 +197,7 @@ def _onnx_peers(
     from worker.model.onnx_engine import OnnxForward, export, quiet_quantizer
 
     fp32, int8 = scratch / "peer.onnx", scratch / "peer-int8.onnx"
-    export(model, input_names, fp32)
+    export(model, input_names, fp32, fuse=False)  # as exported for Optimum's dynamic quantization
     with quiet_quantizer():
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
     sessions = {"onnx_fp32": OnnxForward(fp32, input_names), "onnx_int8": OnnxForward(int8, input_names)}
