@@ -2,10 +2,12 @@
 
 Every answer comes from the margin, the negative logit minus the positive one: a calibration
 (see `calibration`) divides it by its temperature before the sigmoid. On CUDA the weights run in
-bf16 (fp16 where bf16 is missing) and the padded tensors sit in pinned
-memory; on the CPU in fp32. A pass that runs out of memory is split in halves and retried; a
-single text that still fails comes back as a ClassificationFailure for the dead-letter topic.
-`classify` returns the answers in the caller's order together with what the passes cost.
+bf16 (fp16 where bf16 is missing) and the padded tensors sit in pinned memory. On the CPU they run
+in fp32, in torch or, with TRIAGE_ENGINE, in ONNX Runtime (fp32 or int8; see `onnx_engine`), and
+the planner's pass costs are timed at load (see `planning`). A pass that runs out of memory is
+split in halves and retried; a single text that still fails comes back as a ClassificationFailure
+for the dead-letter topic. `classify` returns the answers in the caller's order together with what
+the passes cost.
 """
 
 from __future__ import annotations
