@@ -91,9 +91,9 @@ def plan(
     cheapest = [0.0] + [float("inf")] * len(order)
     start = [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
-        for begin in range(end - 1, max(end - max_batch_size, 0) - 1, -1):
+        for begin in range(end - 1, -1, -1):
             count, longest = end - begin, sorted_lengths[begin]
-            if count > 1 and count * longest > max_batch_tokens:
+            if not fits(count, longest, max_batch_size, max_batch_tokens):
                 break  # an earlier begin holds more texts and a longer one: over the budget too
             total = cheapest[begin] + cost.ms(count, longest)
             if total < cheapest[end]:
@@ -106,12 +106,17 @@ def plan(
     return passes[::-1]
 
 
+def fits(count: int, longest: int, max_batch_size: int, max_batch_tokens: int) -> bool:
+    """Whether `count` texts padded to `longest` may share a pass: one text always may."""
+    return count == 1 or (count <= max_batch_size and count * longest <= max_batch_tokens)
+
+
 def _filled(order: list[int], lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     passes: list[list[int]] = []
     current: list[int] = []
     for index in order:
         longest = lengths[current[0]] if current else lengths[index]
-        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * longest > max_batch_tokens):
+        if current and not fits(len(current) + 1, longest, max_batch_size, max_batch_tokens):
             passes.append(current)
             current = []
         current.append(index)
