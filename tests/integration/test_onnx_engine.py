@@ -67,9 +67,11 @@ def test_refused_where_it_does_not_apply(
     blocked.write_text("")
     with pytest.raises(ModelLoadError, match="set TRIAGE_ONNX_CACHE_DIR to a writable directory"):
         SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx", onnx_cache_dir=blocked)
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ModelLoadError, match=r"pip install 'feedback-triage-worker\[onnx\]'"):
-        SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx", onnx_cache_dir=tmp_path)
+    for package in ("onnx", "onnxruntime"):  # the extra's two packages, each missing in turn
+        with monkeypatch.context() as missing:
+            missing.setitem(sys.modules, package, None)
+            with pytest.raises(ModelLoadError, match=r"pip install 'feedback-triage-worker\[onnx\]'"):
+                SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx", onnx_cache_dir=tmp_path)
 
 
 def test_a_model_that_cannot_be_exported_is_refused_clearly(tmp_path: Path) -> None:

@@ -80,9 +80,9 @@ class OnnxForward:
 
 def build(model: Any, input_names: list[str], engine: str, revision: str, cache_dir: Path) -> OnnxForward:
     """The session for `engine`, exporting (and quantizing) `model` first unless the cache holds it."""
-    try:
+    try:  # the extra's two packages: onnx reads the graph to fuse and quantize it, onnxruntime runs it
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
-        from onnxruntime.quantization import quantize_dynamic  # noqa: F401
     except ImportError as exc:
         raise ModelLoadError(
             f"TRIAGE_ENGINE={engine} needs ONNX Runtime: pip install 'feedback-triage-worker[onnx]' ({exc})"
