@@ -63,10 +63,9 @@ def load(model: str, device: torch.device, revision: str | None = None) -> Loade
     local_only = _check_reachable(model)
     dtype = pick_dtype(device)
     try:
-        pinned = {"revision": revision} if revision else {}
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, **pinned)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, revision=revision)
         loaded = AutoModelForSequenceClassification.from_pretrained(
-            model, dtype=dtype, local_files_only=local_only, **pinned
+            model, dtype=dtype, local_files_only=local_only, revision=revision
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
@@ -84,9 +83,8 @@ def load_trainable(
     local_only = _check_reachable(model)
     kind = AutoModelForSequenceClassification if head == "classification" else AutoModelForMaskedLM
     try:
-        pinned = {"revision": revision} if revision else {}
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, **pinned)
-        loaded = kind.from_pretrained(model, dtype=torch.float32, local_files_only=local_only, **pinned)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, revision=revision)
+        loaded = kind.from_pretrained(model, dtype=torch.float32, local_files_only=local_only, revision=revision)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
     return tokenizer, loaded.train()
