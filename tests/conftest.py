@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,23 @@ import pytest
 from tests.checkpoints import BERT_FINETUNED_IMDB, BERT_MLM_FT, build_checkpoint
 from tests.services import broker, database_url, postgres_server_url, start_worker, worker_env  # noqa: F401
 
+# The suite runs tests in parallel (pytest-xdist), and many start worker processes: with torch's one
+# thread per core in each, a 2-core machine spent ~15% of its CPU on threads waiting for each other.
+# One thread per process, for the tests' own processes and the workers they start (they inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_MODEL = SHARED / "models" / "minilm-imdb-sentiment"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that load the real model are `model` tests, and every `model` test runs in one xdist
+    group (one worker process), so two of them never share the CPU (see the README's test command)."""
+    for item in items:
+        if "real_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
+        if item.get_closest_marker("model"):
+            item.add_marker(pytest.mark.xdist_group("model"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -82,6 +82,7 @@ class WorkerProcess:
     """`python -m worker run` in a child process, with its stderr (JSON logs) kept in a file."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(

@@ -15,7 +15,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,10 +166,16 @@ def assert_committed_only_handled(bootstrap: str, database_url: str, expected: E
 
 
 def drain_and_stop(
-    worker: WorkerProcess, database_url: str, expected: Expectation, timeout_s: float, what: str
+    worker: WorkerProcess,
+    database_url: str,
+    expected: Expectation,
+    timeout_s: float,
+    what: str,
+    client_config: dict[str, Any] | None = None,
 ) -> None:
-    """Wait for every expected row and an empty outbox, let the last batch's dead letters and
-    commit land, then SIGTERM the worker and require a clean exit."""
+    """Wait for every expected row, an empty outbox and the offsets committed to the end of the
+    stream (the last batch's dead letters and commit land after its rows), then SIGTERM the worker
+    and require a clean exit."""
     wait_until(
         lambda: scalar(database_url, "select count(*) from feedback_results") >= len(expected.ids), timeout_s, what
     )
@@ -179,7 +184,12 @@ def drain_and_stop(
         60,
         "outbox relayed",
     )
-    time.sleep(2)
+    bootstrap, end = worker.env["TRIAGE_KAFKA_BOOTSTRAP_SERVERS"], next_offsets(expected.placed)
+    wait_until(
+        lambda: committed_offsets(bootstrap, **(client_config or {})) == end,
+        60,
+        "offsets committed to the end of the stream",
+    )
     assert worker.stop() == 0, worker.logs()[-2000:]
 
 

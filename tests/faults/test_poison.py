@@ -88,7 +88,7 @@ def test_a_read_only_failover_then_a_statement_timeout_are_waited_out(
     start_worker: Callable[..., WorkerProcess],
     long_run: bool,
 ) -> None:
-    n, outage_s = (10_000, 30) if long_run else (2_400, 10)
+    n, outage_s = (10_000, 30) if long_run else (2_400, 0)
     stream = make_stream(n, 20)
     placed = produce(broker.bootstrap_servers, stream)
     expected = Expectation.of(stream, placed)
@@ -96,18 +96,19 @@ def test_a_read_only_failover_then_a_statement_timeout_are_waited_out(
     committed = lambda: sum(v or 0 for v in committed_offsets(broker.bootstrap_servers).values())  # noqa: E731
 
     worker = start_worker(TRIAGE_RETRY_MAX_BACKOFF_S="1", **FAST_BATCHES)
+    held: list[float] = []
     for setting, at in (("default_transaction_read_only = on", n // 8), ("statement_timeout = '1ms'", n // 2)):
         wait_until(lambda at=at: stored() >= at, 180, f"progress before {setting}")
         alter_database(postgres_server_url, database_url, f"set {setting}")
         try:
-            hold_outage(worker, committed, outage_s + 3, setting)
+            held.append(hold_outage(worker, committed, setting, long_s=outage_s))
         finally:
             alter_database(postgres_server_url, database_url, "reset all")
     drain_and_stop(worker, database_url, expected, 300, "catching up after both")
     logs = worker.logs()
     assert "25006" in logs and "57014" in logs  # store_retry names the SQLSTATE it waited out
     assert "Traceback" not in logs and "terminate called" not in logs
-    verify("read_only_then_statement_timeout", broker.bootstrap_servers, database_url, expected, outage_s=outage_s)
+    verify("read_only_then_statement_timeout", broker.bootstrap_servers, database_url, expected, outage_s=held)
 
 
 class RawHeaderKey(str):

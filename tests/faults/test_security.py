@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def test_worker_over_tls(
     }
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
-        drain_and_stop(worker, database_url, expected, 120, "rows over TLS")
+        drain_and_stop(worker, database_url, expected, 120, "rows over TLS", client_config=tls)
         logs = worker.logs()
         assert not any(sentence in logs for sentence in CORPUS), "feedback text reached the logs at DEBUG"
     finally:
@@ -187,8 +186,7 @@ def test_worker_over_sasl_plain(
     # A wrong password: refused by the broker, nothing processed, and the password never printed.
     intruder = WorkerProcess({**env, "TRIAGE_KAFKA_SASL_PASSWORD": "wrong-pw-Xy7"}, tmp_path / "intruder.log")
     try:
-        wait_until(lambda: proxy.failed_logins > 0, 60, "a refused login")
-        time.sleep(2)
+        wait_until(lambda: proxy.failed_logins >= 2, 60, "a refused login, tried again and refused again")
         assert scalar(database_url, "select count(*) from feedback_results") == 0
     finally:
         intruder.process.kill()
@@ -197,7 +195,7 @@ def test_worker_over_sasl_plain(
 
     worker = WorkerProcess({**env, "TRIAGE_KAFKA_SASL_PASSWORD": SASL_USERS["worker-svc"]}, tmp_path / "worker.log")
     try:
-        drain_and_stop(worker, database_url, expected, 120, "rows over SASL")
+        drain_and_stop(worker, database_url, expected, 120, "rows over SASL", client_config=client)
         assert SASL_USERS["worker-svc"] not in worker.logs()
     finally:
         if worker.process.poll() is None:

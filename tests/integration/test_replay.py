@@ -36,7 +36,7 @@ def test_replay_puts_fixed_dead_letters_through_exactly_once(
         producer.send(INPUT, key=f"r-{i}".encode(), value=value, headers=[("traceparent", f"00-{i:032x}-01".encode())])
     producer.flush()
     producer.close()
-    dead = lambda: len(read_topic(broker.bootstrap_servers, DEAD_LETTERS, quiet_s=0.5))  # noqa: E731
+    dead = lambda: len(read_topic(broker.bootstrap_servers, DEAD_LETTERS))  # noqa: E731
 
     strict = start_worker(TRIAGE_MAX_TEXT_CHARS="60")  # too strict: the 10 long texts are dead-lettered
     wait_until(

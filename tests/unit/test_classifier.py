@@ -52,7 +52,10 @@ def test_both_conventions_give_the_same_answers_for_the_same_weights(
 ) -> None:
     a = SentimentClassifier(str(checkpoint_pos_neg), device="cpu").predict(TEXTS)
     b = SentimentClassifier(str(checkpoint_label_n), device="cpu").predict(TEXTS)
-    assert [(p.label, round(p.score, 5)) for p in a] == [(p.label, round(p.score, 5)) for p in b]  # type: ignore[union-attr]
+    assert [p.label for p in a] == [p.label for p in b]  # type: ignore[union-attr]
+    # Each classifier cuts its passes by a cost model timed at load, so on a busy machine the two may pad
+    # a text to different lengths, which moves a score in its fifth decimal.
+    assert [p.score for p in a] == pytest.approx([p.score for p in b], abs=1e-4)  # type: ignore[union-attr]
 
 
 def test_label_map_override_swaps_labels(checkpoint_label_n: Path) -> None:

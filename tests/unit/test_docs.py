@@ -111,6 +111,9 @@ def test_every_verb_has_an_example() -> None:
     assert verbs() <= used, sorted(verbs() - used)
 
 
+TEST_COMMAND = "python -m pytest -q -n 4 --dist loadgroup"
+
+
 def test_ci_runs_the_readme_test_command() -> None:
-    assert "python -m pytest -q" in README.read_text()
-    assert "python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+    assert f"the test command `{TEST_COMMAND}`" in README.read_text()
+    assert f"\n{TEST_COMMAND}\n" in (ROOT / ".ci" / "run").read_text()

@@ -27,6 +27,7 @@ PRAISE = ["great", "love", "wonderful", "excellent", "beautiful", "quick", "than
 COMPLAINT = ["terrible", "awful", "crashes", "charged", "froze", "boring", "dishonest"]
 RECIPE = ["--epochs", "5", "--learning-rate", "3e-3", "--batch-size", "16", "--seed", "3"]  # learns the words
 FILLER = ["the", "product", "service", "app", "order", "it", "was", "and", "is", "my"]
+pytestmark = pytest.mark.model  # trains or scores a model end to end
 
 
 def labelled_file(path: Path, n: int, *, negative_share: float = 0.3, seed: int = 0) -> Path:

@@ -23,6 +23,7 @@ from worker.settings import Settings
 
 FACTOR = 4.0
 WORDS = sorted({w for line in CORPUS for w in line.replace(",", "").split()})
+pytestmark = pytest.mark.model  # trains or scores a model end to end
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,20 @@ from typing import Any
 from worker.settings import Settings
 
 STALL_S = 60  # give up when no row is stored or published for this long (includes a group join)
+# The poll interval must outlast a CPU batch of long reviews with a real model (about 3 s here);
+# Tansu holds every group join for that long, which `events_per_s` leaves out.
+POLL_INTERVAL_MS = 15_000
 
 
 def bench_e2e(
-    base: Settings, texts: list[str], events: int, partitions: int, rate: float, workers: int, no_model: bool = False
+    base: Settings,
+    texts: list[str],
+    events: int,
+    partitions: int,
+    rate: float,
+    workers: int,
+    no_model: bool = False,
+    max_poll_interval_ms: int = POLL_INTERVAL_MS,
 ) -> dict[str, Any]:
     """`workers` worker processes in one group on a real broker and database; see the module doc.
 
@@ -43,10 +53,8 @@ def bench_e2e(
     expected = events + (1 if rate else 0)
     # Every text must be stored (the model truncates long ones), so none may trip the text limit.
     base = base.with_overrides(max_text_chars=max(base.max_text_chars, *map(len, texts)))
-    # The poll interval must outlast a CPU batch of long reviews with a real model (about 3 s here);
-    # Tansu holds every group join for that long, which `events_per_s` leaves out.
     with (
-        local_stack(base, partitions=partitions, max_poll_interval_ms=15_000) as (settings, broker),
+        local_stack(base, partitions=partitions, max_poll_interval_ms=max_poll_interval_ms) as (settings, broker),
         tempfile.TemporaryDirectory() as logs,
     ):
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=5)

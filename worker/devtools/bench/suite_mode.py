@@ -24,8 +24,24 @@ from worker.settings import Settings
 
 PROCESSES = (1, 2, 4)
 # Figures per step: events (backlog per process, steady seconds, model texts) for a real run and a dry run.
-FULL = {"backlog_per_process": 30_000, "steady_s": 20, "model_texts": 20_000, "batch": 1_024, "partitions": 8}
-DRY = {"backlog_per_process": 96, "steady_s": 3, "model_texts": 128, "batch": 16, "partitions": 4}
+# A dry run's tiny model finishes a batch in milliseconds, so its group joins (which Tansu holds for the
+# whole poll interval) can be short.
+FULL = {
+    "backlog_per_process": 30_000,
+    "steady_s": 20,
+    "model_texts": 20_000,
+    "batch": 1_024,
+    "partitions": 8,
+    "poll_interval_ms": 15_000,
+}
+DRY = {
+    "backlog_per_process": 96,
+    "steady_s": 3,
+    "model_texts": 128,
+    "batch": 16,
+    "partitions": 4,
+    "poll_interval_ms": 3_000,
+}
 
 
 def bench_suite(settings: Settings, texts: list[str], *, dry_run: bool) -> dict[str, Any]:
@@ -47,7 +63,9 @@ def bench_suite(settings: Settings, texts: list[str], *, dry_run: bool) -> dict[
 
     def backlog(processes: int) -> Callable[[], dict[str, Any]]:
         events = sizes["backlog_per_process"] * processes
-        return lambda: bench_e2e(settings, texts, events, sizes["partitions"], 0.0, processes)
+        return lambda: bench_e2e(
+            settings, texts, events, sizes["partitions"], 0.0, processes, max_poll_interval_ms=sizes["poll_interval_ms"]
+        )
 
     for processes in PROCESSES:
         step(f"e2e_{processes}p", backlog(processes))
@@ -56,12 +74,41 @@ def bench_suite(settings: Settings, texts: list[str], *, dry_run: bool) -> dict[
         rate = max(one["events_per_s"] / 2, 1.0)
         step(
             "steady_half_load",
-            lambda: bench_e2e(settings, texts, int(rate * sizes["steady_s"]), sizes["partitions"], rate, 1),
+            lambda: bench_e2e(
+                settings,
+                texts,
+                int(rate * sizes["steady_s"]),
+                sizes["partitions"],
+                rate,
+                1,
+                max_poll_interval_ms=sizes["poll_interval_ms"],
+            ),
         )
     model_texts = (texts * (sizes["model_texts"] // max(len(texts), 1) + 1))[: sizes["model_texts"]]
     step("model_alone", lambda: bench_model(settings, model_texts, rounds=3))
     step("model_alone_compiled", lambda: bench_model(settings.with_overrides(torch_compile=True), model_texts, 3))
-    return {"mode": "suite", "dry_run": dry_run, "sizes": sizes, "steps": steps, "summary": summarise(steps)}
+    return {
+        "mode": "suite",
+        "dry_run": dry_run,
+        "sizes": sizes,
+        "versions": versions(),
+        "steps": steps,
+        "summary": summarise(steps),
+    }
+
+
+def versions() -> dict[str, str | None]:
+    """The packages the figures were taken with: on the GPU machine torch and transformers are the
+    image's, the rest the lock's (gpu_suite.sh carries them)."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "tokenizers", "kafka-python", "sqlalchemy", "pydantic"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def summarise(steps: dict[str, Any]) -> dict[str, Any]:
