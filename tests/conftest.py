@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.checkpoints import BERT_FINETUNED_IMDB, BERT_MLM_FT, build_checkpoint
-from tests.services import broker, database_url, postgres_server_url, start_worker, worker_env  # noqa: F401
+from tests.faults.harness import TcpProxy
+from tests.services import (  # noqa: F401
+    DEAD_LETTERS,
+    ESCALATIONS,
+    INPUT,
+    broker,
+    database_url,
+    postgres_server_url,
+    start_worker,
+    worker_env,
+)
+from worker.devtools.local_services import LocalBroker, free_port
 
 # The suite runs tests in parallel (pytest-xdist), and many start worker processes: with torch's one
 # thread per core in each, a 2-core machine spent ~15% of its CPU on threads waiting for each other.
@@ -60,3 +72,14 @@ def real_model() -> Path:
     if not (REAL_MODEL / "config.json").exists():
         pytest.skip("../shared/models/minilm-imdb-sentiment is not present")
     return REAL_MODEL
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[tuple[LocalBroker, TcpProxy]]:
+    """A broker that advertises a proxy, so every client connection goes through it."""
+    proxy_port = free_port()
+    with LocalBroker(advertised_port=proxy_port) as local:
+        proxy = TcpProxy(local.port, port=proxy_port)
+        local.create_topics({INPUT: 3, ESCALATIONS: 1, DEAD_LETTERS: 1})
+        yield local, proxy
+        proxy.cut()

@@ -1,12 +1,6 @@
 """Fault-suite settings: every test here is an integration test; `--long` runs them at full size."""
 
-from collections.abc import Iterator
-
 import pytest
-
-from tests.faults.harness import TcpProxy
-from tests.services import DEAD_LETTERS, ESCALATIONS, INPUT
-from worker.devtools.local_services import LocalBroker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -20,16 +14,3 @@ FAST_BATCHES = {"TRIAGE_MAX_BATCH_SIZE": "8", "TRIAGE_MAX_WAIT_MS": "5"}
 # A stream that is hostile on purpose (mostly malformed) is what the dead-letter guard stops; the
 # tests of the decoder's robustness under such a stream turn it off to see every payload through.
 GUARD_OFF = {"TRIAGE_DEAD_LETTER_MAX_RATIO": "1", "TRIAGE_DEAD_LETTER_MAX_CONSECUTIVE": "0"}
-
-
-@pytest.fixture
-def proxied_broker() -> Iterator[tuple[LocalBroker, TcpProxy]]:
-    """A broker that advertises a proxy, so every client connection goes through it."""
-    from worker.devtools.local_services import free_port
-
-    proxy_port = free_port()
-    with LocalBroker(advertised_port=proxy_port) as local:
-        proxy = TcpProxy(local.port, port=proxy_port)
-        local.create_topics({INPUT: 3, ESCALATIONS: 1, DEAD_LETTERS: 1})
-        yield local, proxy
-        proxy.cut()

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.faults.conftest import FAST_BATCHES
 from tests.faults.harness import Expectation, drain_and_stop, make_stream, verify
 from tests.services import WorkerProcess, produce, scalar, wait_until
+from worker.contracts.errors import ExitStatus
 from worker.devtools.local_services import LocalBroker, free_port
-from worker.runtime.supervisor import CHILD_DIED_EXIT
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -44,7 +44,7 @@ def test_a_child_killed_mid_stream_stops_the_set_and_loses_nothing(
 
     victim = children()[0]
     victim.send_signal(signal.SIGKILL)
-    assert supervisor.process.wait(120) == CHILD_DIED_EXIT, supervisor.logs()[-3000:]
+    assert supervisor.process.wait(120) == ExitStatus.CHILD_DIED, supervisor.logs()[-3000:]
     assert '"worker_process_died"' in supervisor.logs()
     assert rows() < len(expected.ids), "the stream was not busy when the child was killed"
 

@@ -19,8 +19,8 @@ from worker.cli import main
 from worker.contracts.values import ClassifiedItem
 from worker.devtools.local_services import LocalBroker, read_topic
 from worker.ops import migrate
-from worker.runtime.housekeeping import prune_outbox
-from worker.runtime.store import ResultStore
+from worker.runtime.postgres.housekeeping import prune_outbox
+from worker.runtime.postgres.store import ResultStore
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def test_migration_0005_goes_down_and_up_with_data(database_url: str) -> None:
 def test_replays_across_a_week_boundary_store_nothing_and_retention_drops_whole_weeks(database_url: str) -> None:
     from datetime import datetime, timezone
 
-    from worker.runtime.partitions import ResultPartitions
+    from worker.runtime.postgres.partitions import ResultPartitions
 
     engine = create_engine(database_url)
     now = datetime.now(timezone.utc)

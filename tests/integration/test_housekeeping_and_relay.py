@@ -16,10 +16,12 @@ from tests.integration.test_store import result
 from tests.services import ESCALATIONS, rows
 from worker.contracts.values import ClassifiedItem
 from worker.devtools.local_services import LocalBroker, read_topic
-from worker.runtime.housekeeping import PRUNE_BATCH, prune_outbox
-from worker.runtime.partitions import ResultPartitions
+from worker.runtime.kafka.publisher import KafkaPublisher
+from worker.runtime.postgres.housekeeping import PRUNE_BATCH, prune_outbox
+from worker.runtime.postgres.outbox import OutboxTable
+from worker.runtime.postgres.partitions import ResultPartitions
+from worker.runtime.postgres.store import ResultStore
 from worker.runtime.relay import OutboxRelay
-from worker.runtime.store import ResultStore
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +42,9 @@ def test_a_results_topic_that_cannot_be_written_blocks_no_escalation(broker: Loc
     other.write([result(f"o-{i}", "negative", 0.9) for i in range(5)])
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", max_block_ms=2_000)
     delivered: list[tuple[str, float]] = []
-    relay = OutboxRelay(engine, producer, topics, on_delivered=lambda kind, s: delivered.append((kind, s)))
+    relay = OutboxRelay(
+        OutboxTable(engine), KafkaPublisher(producer), topics, on_delivered=lambda kind, s: delivered.append((kind, s))
+    )
     started = time.monotonic()
     for _ in range(3):
         relay.publish_all()
@@ -124,8 +128,8 @@ def test_a_mis_set_retention_and_a_fast_clock_drop_no_current_week(
     # (`now()` in SQL); neither module reads the host's.
     import inspect
 
-    import worker.runtime.housekeeping as housekeeping_module
-    import worker.runtime.partitions as partitions_module
+    import worker.runtime.postgres.housekeeping as housekeeping_module
+    import worker.runtime.postgres.partitions as partitions_module
 
     for module in (partitions_module, housekeeping_module):
         assert "datetime.now" not in inspect.getsource(module) and "time.time" not in inspect.getsource(module)
@@ -148,7 +152,7 @@ def test_a_dead_letter_larger_than_a_request_may_be_goes_without_its_value(broke
     from tests.services import DEAD_LETTERS
     from worker.contracts.errors import ErrorClass
     from worker.contracts.values import RawRecord, Rejection
-    from worker.runtime.deadletter import DeadLetterSink
+    from worker.runtime.kafka.deadletter import DeadLetterSink
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", max_request_size=10_000)
     sink = DeadLetterSink(producer, DEAD_LETTERS)
@@ -165,8 +169,8 @@ def test_a_dead_letter_larger_than_a_request_may_be_goes_without_its_value(broke
 def test_the_unpublished_outbox_is_measured_per_kind_and_exported(database_url: str) -> None:
     from worker.runtime.background import RoundReport
     from worker.runtime.batches import StageName
-    from worker.runtime.housekeeping import Housekeeping
-    from worker.runtime.metrics import Metrics
+    from worker.runtime.postgres.housekeeping import Housekeeping
+    from worker.runtime.service.metrics import Metrics
 
     engine = create_engine(database_url)
     with engine.begin() as connection:

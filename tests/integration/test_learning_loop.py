@@ -19,7 +19,7 @@ from worker.contracts.values import ClassifiedItem, Prediction, ShadowAnswer, Tr
 from worker.devtools.local_services import LocalBroker, read_topic
 from worker.model.identity import directory_digest
 from worker.ops.learning.compare import comparisons
-from worker.runtime.store import ResultStore
+from worker.runtime.postgres.store import ResultStore
 
 pytestmark = pytest.mark.integration
 

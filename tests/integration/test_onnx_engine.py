@@ -13,7 +13,7 @@ from worker.contracts.values import Prediction
 from worker.model import onnx_engine
 from worker.model.classifier import SentimentClassifier
 from worker.model.loading import ModelLoadError
-from worker.runtime.metrics import MODEL_LABELS
+from worker.runtime.service.metrics import MODEL_LABELS
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from tests.services import rows
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.ops import migrate
 from worker.ops.acks import acknowledge
-from worker.runtime import rollups
-from worker.runtime.store import ResultStore
+from worker.runtime.postgres import rollups
+from worker.runtime.postgres.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from sqlalchemy.exc import DBAPIError
 from worker.contracts.tables import metadata
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.ops import migrate
-from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
+from worker.runtime.postgres.errors import DatabaseMisconfigured, Kind, classify
+from worker.runtime.postgres.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line
 from worker.runtime.retry import Unavailable
-from worker.runtime.store import COPY_STAGING, CREATE_STAGING, ResultStore, _copy, copy_line
 from worker.runtime.triage import TriagePolicy
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from worker.model.calibration import Calibration, load
 from worker.ops import migrate
 from worker.ops.quality.evaluate import score
 from worker.ops.quality.labelled import Example
-from worker.runtime.store import ResultStore
+from worker.runtime.postgres.store import ResultStore
 from worker.runtime.wiring import build_classifier
 from worker.settings import Settings
 

@@ -1,11 +1,16 @@
 """In-memory stand-ins for the runner's outside world: a source with partitions, offsets, pauses and
 rebalances; a model; a store; a dead-letter sink. The stages and the runner around them are real,
 so the loop's own logic (commit order, backpressure, revokes, shutdown) is tested in milliseconds.
+
+The source, the store and the sink keep the promises of their ports (worker/runtime/ports.py): the
+contract suites in tests/contracts/ run on them (tests/unit/test_contracts.py) exactly as on the real
+parts (tests/integration/test_contracts.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -16,16 +21,19 @@ from worker.contracts.values import (
     ClassifiedItem,
     Prediction,
     RawRecord,
+    Refusal,
     Rejection,
     StoreOutcome,
 )
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.decode import Decoder
 from worker.runtime.guard import DeadLetterGuard
-from worker.runtime.metrics import Metrics
+from worker.runtime.kafka.deadletter import dead_letter_headers
 from worker.runtime.pipeline import Chain
+from worker.runtime.ports import SourceClosed
 from worker.runtime.retry import Backoff, Unavailable
 from worker.runtime.runner import Runner
+from worker.runtime.service.metrics import Metrics
 from worker.runtime.shutdown import Shutdown
 from worker.runtime.stages import DecodeStage, InferStage, StoreStage, TokenizeStage
 from worker.runtime.triage import TriagePolicy
@@ -60,6 +68,7 @@ class MemorySource:
         self.rebalanced = threading.Event()
 
     def subscribe(self, on_revoke: Callable[[], list[RawRecord]]) -> None:
+        self._check_open()
         self.on_revoke = on_revoke
 
     def request_rebalance(self) -> None:
@@ -67,6 +76,7 @@ class MemorySource:
         self._rebalance_requested.set()
 
     def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
+        self._check_open()
         if self._rebalance_requested.is_set():
             self._rebalance_requested.clear()
             revoke = threading.Thread(target=self._revoke, name="fake-kafka-network")
@@ -95,6 +105,7 @@ class MemorySource:
         self._commit(self.on_revoke(), "on_revoke")
 
     def commit(self, records: Iterable[RawRecord]) -> dict[str, int]:
+        self._check_open()
         return {f"{TOPIC}:{p}": o for p, o in self._commit(records, "poll_loop").items()}
 
     def _commit(self, records: Iterable[RawRecord], how: str) -> dict[int, int]:
@@ -107,16 +118,23 @@ class MemorySource:
         return offsets
 
     def pause_all(self) -> None:
+        self._check_open()
         self.paused = True
 
     def resume_all(self) -> None:
+        self._check_open()
         self.paused = False
 
     def lag(self) -> dict[tuple[str, int], int]:
+        self._check_open()
         return {(TOPIC, p): len(r) - self.position[p] for p, r in self.records.items()}
 
     def close(self) -> None:
         self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SourceClosed(f"the consumer of {TOPIC} is closed")
 
     def end_offsets(self) -> dict[int, int]:
         return {p: len(r) for p, r in self.records.items() if r}
@@ -149,8 +167,10 @@ class FakeModel:
 
 
 class MemoryStore:
-    """Idempotent on event_id like the real store. `outage` makes writes raise Unavailable, `gate`
-    holds every write until it is set, and an event id in `poison` makes the write fail for good."""
+    """Idempotent on event_id like the real store, and atomic per write. `outage` makes writes raise
+    Unavailable, `gate` holds every write until it is set, and an event id in `fail_on` makes the
+    write raise an unexpected error (a bug, which stops the pipeline). Like PostgreSQL, it refuses a
+    value JSONB cannot hold (a non-finite number in the metadata): that item comes back refused."""
 
     def __init__(self) -> None:
         self.rows: dict[str, ClassifiedItem] = {}
@@ -158,7 +178,7 @@ class MemoryStore:
         self.gate = threading.Event()
         self.gate.set()
         self.waiting = threading.Event()  # set while a write is held at the gate
-        self.poison: set[str] = set()
+        self.fail_on: set[str] = set()
         self.attempts = 0
 
     def write(self, results: Sequence[ClassifiedItem]) -> StoreOutcome:
@@ -168,27 +188,60 @@ class MemoryStore:
         self.waiting.clear()
         if self.outage.is_set():
             raise Unavailable("database: fake outage")
-        if any(r.item.event_id in self.poison for r in results):
-            raise ValueError("a constraint the data breaks")
-        inserted, escalations, duplicates = 0, 0, []
+        if any(r.item.event_id in self.fail_on for r in results):
+            raise ValueError("a bug in the store")
+        inserted, escalations, audits, duplicates, refused = 0, 0, 0, [], []
         for result in results:
             if result.item.event_id in self.rows:
                 duplicates.append(result.item.event_id)
+            elif not _storable(result.item.metadata):
+                item = result.item
+                refused.append(Refusal(item.event_id, item.record, "22P02", "InvalidTextRepresentation", "Infinity"))
             else:
                 self.rows[result.item.event_id] = result
                 inserted += 1
                 escalations += result.decision.escalate
-        return StoreOutcome(inserted, escalations, tuple(duplicates))
+                audits += result.decision.audit
+        return StoreOutcome(inserted, escalations, tuple(duplicates), tuple(refused), audits)
+
+
+def _storable(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_storable(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
 
 
 class MemoryDeadLetters:
-    def __init__(self) -> None:
+    """A dead-letter topic in memory. `sent` holds the rejections the topic took, `messages` what it
+    holds (key, value, headers) as the real sink writes them; `down` acknowledges nothing, and a value
+    over `max_bytes` is refused as too large, as a broker's message size limit does."""
+
+    def __init__(self, max_bytes: int = 1_048_576) -> None:
         self.sent: list[Rejection] = []
+        self.messages: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.down = threading.Event()
+        self.max_bytes = max_bytes
+        self._pending: list[Rejection] = []
 
     def send(self, rejections: Iterable[Rejection]) -> None:
-        self.sent += rejections
+        self._pending += rejections
 
     def flush(self) -> list[Rejection]:
+        pending, self._pending = self._pending, []
+        if self.down.is_set():
+            return pending
+        for rejection in pending:
+            record, headers = rejection.record, dead_letter_headers(rejection)
+            value = record.value
+            if value is not None and len(value) > self.max_bytes:
+                headers.append(("triage.value.omitted_bytes", str(len(value)).encode()))
+                value = None
+            self.messages.append((record.key, value, headers))
+            self.sent.append(rejection)
         return []
 
 

@@ -10,7 +10,7 @@ from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAutho
 
 from worker.contracts.errors import ErrorClass
 from worker.contracts.values import RawRecord, Rejection
-from worker.runtime.deadletter import DeadLetterSink, DeadLetterTopicRefused
+from worker.runtime.kafka.deadletter import DeadLetterSink, DeadLetterTopicRefused
 
 
 @dataclass
@@ -79,7 +79,7 @@ def test_a_broker_that_is_down_hands_the_dead_letters_back_for_a_retry() -> None
 def test_a_dead_letter_keeps_the_records_own_headers_ahead_of_ours() -> None:
     from worker.contracts.errors import ErrorClass
     from worker.contracts.values import RawRecord, Rejection
-    from worker.runtime.deadletter import dead_letter_headers
+    from worker.runtime.kafka.deadletter import dead_letter_headers
 
     record = RawRecord(
         "feedback.events", 2, 7, b"k", b"v",

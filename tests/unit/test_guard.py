@@ -10,10 +10,11 @@ from tests.unit.test_runner import run_in_thread
 from worker.runtime.guard import WINDOW, DeadLetterGuard
 
 
-def first_trip(guard: DeadLetterGuard, outcomes: list[bool], batch: int = 64) -> int | None:
-    """The index of the event whose batch tripped the guard, or None."""
-    for start in range(0, len(outcomes), batch):
-        if guard.observe(outcomes[start : start + batch]):
+def first_trip(guard: DeadLetterGuard, outcomes: list[bool], batch: int = 64, partitions: int = 1) -> int | None:
+    """The index of the event whose batch tripped the guard, or None; the events go round the partitions."""
+    placed = [(i % partitions, dead) for i, dead in enumerate(outcomes)]
+    for start in range(0, len(placed), batch):
+        if guard.observe(placed[start : start + batch]):
             return start
     return None
 
@@ -38,7 +39,20 @@ def test_a_broken_producer_among_good_ones_trips_on_the_share() -> None:
     tripped = first_trip(guard, outcomes)
     assert tripped is not None and 3_000 <= tripped < 3_000 + WINDOW
     assert guard.tripped is not None and "of the last 1000 events dead-lettered (limit 10%)" in guard.tripped.reason
-    assert guard.observe([True] * 10) is None  # tripped once, stays tripped
+    assert guard.observe([(0, True)] * 10) is None  # tripped once, stays tripped
+
+
+def test_a_poisoned_partition_interleaved_with_healthy_ones_trips_on_its_own_run() -> None:
+    """Partition 2's producer is broken; partitions 0 and 1 are healthy and their events come in
+    between (round robin, as a consumer fetches them). Counted across all partitions the run never
+    passes 1; counted per partition it reaches the limit on partition 2 after 100 of its events."""
+    outcomes = [i % 3 == 2 for i in range(600)]  # every third event, all of partition 2's, dead
+    guard = DeadLetterGuard(1.0, 100)  # the ratio alone would never trip on a third of the events
+    tripped = first_trip(guard, outcomes, partitions=3)
+    assert tripped is not None and tripped <= 3 * 100
+    assert guard.tripped is not None and "100 consecutive events dead-lettered on partition 2" in guard.tripped.reason
+    # The same stream with the run counted across partitions (one partition) never trips.
+    assert first_trip(DeadLetterGuard(1.0, 100), [(i % 3 == 2) for i in range(600)]) is None
 
 
 def test_limits_of_one_and_zero_turn_the_guard_off() -> None:

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.contracts.errors import ErrorClass
 from worker.contracts.values import RawRecord, Rejection, StoreOutcome
 from worker.runtime.batches import BatchReport, Inferred, Polled, StageName, Stored
-from worker.runtime.health import HealthServer, Heartbeat
-from worker.runtime.metrics import Metrics
+from worker.runtime.heartbeat import Heartbeat
+from worker.runtime.service.health import HealthServer
+from worker.runtime.service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = json.loads((ROOT / "worker/ops/observability/grafana/dashboards/feedback-triage.json").read_text())
@@ -96,7 +97,7 @@ def test_idle_connections_cannot_pile_up_threads(monkeypatch: pytest.MonkeyPatch
     import socket
     import threading
 
-    from worker.runtime import health
+    from worker.runtime.service import health
 
     monkeypatch.setattr(health, "REQUEST_TIMEOUT_S", 0.3)
     server = HealthServer(0, Metrics().registry, lambda: {"model": True}, host="127.0.0.1").start()

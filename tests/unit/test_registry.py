@@ -11,7 +11,7 @@ import pytest
 
 from worker.contracts.values import FeedbackItem, RawRecord, Rejection
 from worker.runtime.decode import Decoder
-from worker.runtime.registry import UNKNOWN_TTL_S, SchemaRegistry
+from worker.runtime.kafka.registry import UNKNOWN_TTL_S, SchemaRegistry
 
 
 @pytest.fixture

@@ -155,8 +155,8 @@ def test_an_outage_is_waited_out_and_nothing_is_committed_meanwhile() -> None:
 
 def test_a_poison_batch_stops_the_runner_and_is_never_committed() -> None:
     source, store, dead = MemorySource({0: [event(f"e{i}") for i in range(40)]}), MemoryStore(), MemoryDeadLetters()
-    store.poison = {"e13"}
+    store.fail_on = {"e13"}
     runner = build_runner(source, store, dead, batch_size=4)
-    with pytest.raises(ValueError, match="constraint"):
+    with pytest.raises(ValueError, match="a bug"):
         runner.run()
     assert source.committed == {0: 12} and "e12" not in store.rows and source.closed

@@ -40,7 +40,7 @@ def test_escalation_payload_passes_its_schema() -> None:
     from datetime import datetime, timezone
 
     from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord, TriageDecision
-    from worker.runtime.store import escalation_event
+    from worker.runtime.postgres.store import escalation_event
 
     item = FeedbackItem(RawRecord("t", 0, 1, None, b""), "e-1", "awful", source="survey")
     result = ClassifiedItem(

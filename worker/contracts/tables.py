@@ -95,7 +95,8 @@ escalation_outbox = Table(
     Column("last_error", Text),
 )
 
-sentiment_rollup = Table(  # the store's counts, folded in by worker.runtime.rollups; read via sentiment_rollup_live
+# The store's counts, folded in by worker.runtime.postgres.rollups; read via sentiment_rollup_live.
+sentiment_rollup = Table(
     "sentiment_rollup",
     metadata,
     Column("hour", DateTime(timezone=True), nullable=False),

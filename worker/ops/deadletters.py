@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from kafka import KafkaConsumer, TopicPartition
 
 from worker.contracts.errors import OperatorError
-from worker.runtime.deadletter import OURS, REPLAY_COUNT
+from worker.runtime.kafka.deadletter import OURS, REPLAY_COUNT
 from worker.runtime.wiring import build_producer
 from worker.settings import Settings
 

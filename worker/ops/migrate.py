@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import command
 
-from worker.runtime.schema import alembic_config
+from worker.runtime.postgres.schema import alembic_config
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

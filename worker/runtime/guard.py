@@ -6,8 +6,9 @@ replay can bring it back, but only once someone notices). Like Arroyo's `DlqLimi
 trips when, after a batch,
 - the share of dead letters among the last WINDOW events passes TRIAGE_DEAD_LETTER_MAX_RATIO
   (judged once the window is full, so a few bad events at start-up do not trip it), or
-- a run of consecutive dead letters reaches TRIAGE_DEAD_LETTER_MAX_CONSECUTIVE.
-A ratio of 1 and a run of 0 turn it off.
+- a run of consecutive dead letters on one partition reaches TRIAGE_DEAD_LETTER_MAX_CONSECUTIVE.
+A ratio of 1 and a run of 0 turn it off. Runs are counted per partition: a producer that poisons one
+partition is caught even while good events on the others come in between.
 
 Once tripped it stays tripped: the runner commits nothing from the tripping batch on, pauses every
 partition, keeps polling (so it keeps its partitions instead of handing the same stream to the
@@ -38,21 +39,21 @@ class DeadLetterGuard:
         self.max_consecutive = max_consecutive  # 0: no limit on runs
         self.window: deque[bool] = deque(maxlen=window)  # True: dead-lettered, oldest first
         self.dead_in_window = 0
-        self.consecutive = 0
+        self.consecutive: dict[int, int] = {}  # by partition: dead letters in a row, up to now
         self.tripped: Trip | None = None
 
-    def observe(self, outcomes: list[bool]) -> Trip | None:
-        """Add one batch's events in order (True: dead-lettered); the trip, if this batch made it."""
+    def observe(self, outcomes: list[tuple[int, bool]]) -> Trip | None:
+        """Add one batch's events in order, as (partition, dead-lettered); the trip, if this batch made it."""
         if self.tripped:
             return None
-        for dead in outcomes:
+        for partition, dead in outcomes:
             if len(self.window) == self.window.maxlen:
                 self.dead_in_window -= self.window[0]
             self.window.append(dead)
             self.dead_in_window += dead
-            self.consecutive = self.consecutive + 1 if dead else 0
-            if self.max_consecutive and self.consecutive >= self.max_consecutive:
-                return self._trip(f"{self.consecutive} consecutive events dead-lettered")
+            run = self.consecutive[partition] = self.consecutive.get(partition, 0) + 1 if dead else 0
+            if self.max_consecutive and run >= self.max_consecutive:
+                return self._trip(f"{run} consecutive events dead-lettered on partition {partition}")
         full = len(self.window) == self.window.maxlen
         if full and self.max_ratio < 1.0 and self.dead_in_window > self.max_ratio * len(self.window):
             return self._trip(

@@ -2,12 +2,12 @@
 
 The store writes an outbox row of kind `escalation` for every escalated result and, with a results
 topic, one of kind `result` for every result, in the same transaction as the results. The relay
-claims pending rows with `FOR UPDATE SKIP LOCKED`, so several workers can relay at once without
-sending the same row twice in the normal case, sends each to its kind's topic keyed by event id,
-with a `triage.event_id` header and the input headers kept for it (TRIAGE_PASSTHROUGH_HEADERS:
-trace context), and marks it published only after the broker acknowledged it. If Kafka is down the rows stay
-pending and are retried on the next round. Delivery is at least once: consumers de-duplicate on
-the message key (the event_id). Rows of a kind with no topic (results left from a time when a
+claims pending rows (see ports.Outbox: locked, so several workers can relay at once without sending
+the same row twice in the normal case), sends each to its kind's topic keyed by event id, with a
+`triage.event_id` header and the input headers kept for it (TRIAGE_PASSTHROUGH_HEADERS: trace
+context), and marks it published only after the broker acknowledged it. If Kafka is down the rows
+stay pending and are retried on the next round. Delivery is at least once: consumers de-duplicate
+on the message key (the event_id). Rows of a kind with no topic (results left from a time when a
 results topic was set) wait for one.
 
 Each row names its topic (migration 0008), and a relay publishes only rows for its own topics, so
@@ -15,7 +15,7 @@ two deployments on one database never publish each other's rows. Each kind is pu
 own: a kind whose topic fails (a results topic that does not exist, say) backs off, up to
 KIND_BACKOFF_MAX_S, while the others go on every round. The relay runs as a background loop (see
 background), a round every RELAY_INTERVAL_S and once more at a clean stop; deleting published
-rows is housekeeping's job (see housekeeping).
+rows is housekeeping's job (postgres/housekeeping).
 """
 
 from __future__ import annotations
@@ -25,18 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-from kafka.producer.future import FutureRecordMetadata
-from sqlalchemy import Engine, Text, cast, or_, select, update
-from sqlalchemy.exc import DBAPIError
-
-from worker.contracts.tables import escalation_outbox
 from worker.logs import get_logger
 from worker.runtime.background import Periodic
 from worker.runtime.batches import StageName
-from worker.runtime.delivery import await_delivery
 from worker.runtime.failpoints import failpoint
+from worker.runtime.ports import Message, Outbox, Publisher
+from worker.runtime.retry import Unavailable
 
 log = get_logger("worker.relay")
 
@@ -58,84 +52,46 @@ class Delivery:
 class OutboxRelay:
     def __init__(
         self,
-        engine: Engine,
-        producer: KafkaProducer,
+        outbox: Outbox,
+        publisher: Publisher,
         topics: Mapping[str, str],
         *,
         batch_size: int = 500,
-        timeout_s: float = 10.0,
         on_delivered: Callable[[str, float], None] = lambda kind, seconds: None,
     ) -> None:
-        self.engine = engine
-        self.producer = producer
+        self.outbox = outbox
+        self.publisher = publisher
         self.topics = dict(topics)  # outbox kind -> topic
         self.batch_size = batch_size
-        self.timeout_s = timeout_s
         self.on_delivered = on_delivered  # (kind, seconds since the event's Kafka timestamp) per acknowledged row
         self._failures = dict.fromkeys(self.topics, 0)  # consecutive failed rounds, by kind
         self._next_try = dict.fromkeys(self.topics, 0.0)  # time.monotonic() a failing kind is tried again
 
     def publish_pending(self, kind: str) -> Delivery:
         """Publish one batch of pending rows of `kind` (oldest first) to its topic."""
-        outbox = escalation_outbox.c
         topic = self.topics[kind]
-        with self.engine.begin() as connection:
-            rows = connection.execute(
-                # The payload as JSONB's own text: sent as is, never parsed and re-serialised here.
-                select(
-                    outbox.id,
-                    outbox.event_id,
-                    cast(outbox.payload, Text).label("payload"),
-                    outbox.headers,
-                    outbox.source_time,
-                )
-                .where(
-                    outbox.published_at.is_(None),
-                    outbox.kind == kind,
-                    or_(outbox.topic.is_(None), outbox.topic == topic),  # this deployment's rows only
-                )
-                .order_by(outbox.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not rows:
+        with self.outbox.claim(kind, topic, self.batch_size) as claim:
+            if not claim.rows:
                 return Delivery(0, 0)
-            pending: list[tuple[int, FutureRecordMetadata | None]] = []
-            send_error = None
-            for row in rows:
-                try:
-                    future = self.producer.send(
-                        topic,
-                        key=row.event_id.encode("utf-8"),
-                        value=row.payload.encode("utf-8"),
-                        headers=message_headers(row.event_id, row.headers),
-                    )
-                except KafkaError as exc:  # broker unreachable: stop here, the rest stay pending
-                    send_error = f"{type(exc).__name__}: {exc}"[:1000]
-                    pending += [(r.id, None) for r in rows[len(pending) :]]
-                    break
-                pending.append((row.id, future))
-            sent, failed, last_error = await_delivery(self.producer, pending, self.timeout_s)
+            messages = [
+                Message(
+                    row.id,
+                    row.event_id.encode("utf-8"),
+                    row.payload.encode("utf-8"),
+                    message_headers(row.event_id, row.headers),
+                )
+                for row in claim.rows
+            ]
+            published = self.publisher.publish(topic, messages)
             failpoint("during_relay")
-            last_error = last_error or send_error
             now = datetime.now(timezone.utc)
-            acknowledged = set(sent)
-            for row in rows:
+            acknowledged = set(published.delivered)
+            for row in claim.rows:
                 if row.id in acknowledged and row.source_time is not None:
                     self.on_delivered(kind, (now - row.source_time).total_seconds())
-            if sent:
-                connection.execute(
-                    update(escalation_outbox)
-                    .where(outbox.id.in_(sent))
-                    .values(published_at=now, attempts=outbox.attempts + 1)
-                )
-            if failed:
-                connection.execute(
-                    update(escalation_outbox)
-                    .where(outbox.id.in_(failed))
-                    .values(attempts=outbox.attempts + 1, last_error=last_error)
-                )
-        return Delivery(len(sent), len(failed))
+            claim.published(published.delivered, now)
+            claim.failed(published.undelivered, published.last_error)
+        return Delivery(len(published.delivered), len(published.undelivered))
 
     def publish_all(self) -> dict[str, int]:
         """Publish every kind whose turn it is; returns what was published, by kind."""
@@ -166,18 +122,18 @@ class OutboxRelay:
                     return total, False
                 if not delivery.published:
                     return total, True
-        except DBAPIError as exc:  # the class alone: a statement's parameters may hold customer text
-            log.warning("relay_failed", kind=kind, error=type(exc.orig).__name__)
+        except Unavailable as exc:  # the database is away: the outbox keeps the rows for the next round
+            log.warning("relay_failed", kind=kind, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - the outbox keeps the rows; try again next round
             log.error("relay_failed", kind=kind, error=f"{type(exc).__name__}: {exc}"[:500])
         return total, False
 
 
-def message_headers(event_id: str, passthrough: Mapping[str, str] | None) -> list[tuple[str, bytes]]:
+def message_headers(event_id: str, passthrough: Mapping[str, str] | None) -> tuple[tuple[str, bytes], ...]:
     """Every message names its event (`triage.event_id`) and carries the input headers kept for it."""
     headers = [(EVENT_ID_HEADER, event_id.encode("utf-8"))]
     headers += [(name, value.encode("utf-8")) for name, value in (passthrough or {}).items()]
-    return headers
+    return tuple(headers)
 
 
 def relay_loop(relay: OutboxRelay, interval_s: float = RELAY_INTERVAL_S) -> Periodic:

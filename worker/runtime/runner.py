@@ -31,12 +31,11 @@ from worker.runtime.batcher import MicroBatcher
 from worker.runtime.batches import BatchReport, Polled, StageName, Stored, Totals
 from worker.runtime.failpoints import failpoint
 from worker.runtime.guard import DeadLetterGuard
-from worker.runtime.health import Heartbeat
-from worker.runtime.metrics import Metrics
+from worker.runtime.heartbeat import Heartbeat
 from worker.runtime.pipeline import Chain, Pipeline
+from worker.runtime.ports import Observer, Source, UnreadableBatch
 from worker.runtime.retry import Abandoned
 from worker.runtime.shutdown import Shutdown
-from worker.runtime.source import Source, UnreadableBatch
 
 log = get_logger("worker.runner")
 
@@ -57,7 +56,7 @@ class Runner:
         depth: int,
         shutdown: Shutdown,
         revoke_drain_s: float,
-        metrics: Metrics,
+        metrics: Observer,
         background: Sequence[BackgroundLoop] = (),
         on_close: Callable[[], None] = lambda: None,
         started_fields: Mapping[str, Any] | None = None,
@@ -189,7 +188,9 @@ class Runner:
             return True
         dead = {(r.record.partition, r.record.offset) for r in stored.inferred.rejections}
         dead |= {(r.record.partition, r.record.offset) for r in stored.outcome.refused}
-        trip = self.guard.observe([(record.partition, record.offset) in dead for record in stored.polled.records])
+        trip = self.guard.observe(
+            [(record.partition, (record.partition, record.offset) in dead) for record in stored.polled.records]
+        )
         if trip is None:
             return False
         first_uncommitted: dict[str, int] = {}
@@ -203,7 +204,7 @@ class Runner:
             topic=stored.polled.records[0].topic,
             first_uncommitted=first_uncommitted,
         )
-        self.metrics.guard_tripped.set(1)
+        self.metrics.set_guard_tripped()
         return True
 
     def _guard_tripped(self) -> bool:
@@ -218,7 +219,7 @@ class Runner:
 
     def _report_progress(self) -> None:
         """Pipeline occupancy now, and consumer lag every LAG_INTERVAL_S."""
-        self.metrics.in_flight.set(self.pipeline.in_flight)
+        self.metrics.set_in_flight(self.pipeline.in_flight)
         if time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
             self._lag_at = time.monotonic()
             self.metrics.set_lag(self.source.lag())
@@ -281,7 +282,7 @@ class Runner:
     def _busy(self, stage: StageName, seconds: float) -> None:
         """Time spent outside any batch's report (polling)."""
         self.totals.stage_s[stage] += seconds
-        self.metrics.stage_busy.labels(str(stage)).inc(seconds)
+        self.metrics.observe_busy(stage, seconds)
 
     def _on_round(self, report: RoundReport) -> None:  # called on a background loop's thread
         self.totals.stage_s[report.stage] += report.busy_s

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from worker.contracts.errors import ErrorClass
 from worker.contracts.inference import Model
@@ -25,29 +25,15 @@ from worker.contracts.values import (
     FeedbackItem,
     Rejection,
     ShadowAnswer,
-    StoreOutcome,
 )
 from worker.runtime.batches import Decoded, Inferred, Polled, StageName, Stored, Tokenized, timed
 from worker.runtime.decode import Decoder
 from worker.runtime.failpoints import failpoint
+from worker.runtime.ports import DeadLetters, ResultWriter
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.triage import TriagePolicy
 
 E = TypeVar("E")  # the model's encoded passes, handed from tokenize to infer unchanged
-
-
-class ResultWriter(Protocol):
-    """worker.runtime.store.ResultStore: one transaction per batch; raises Unavailable in an outage."""
-
-    def write(self, results: Sequence[ClassifiedItem]) -> StoreOutcome: ...
-
-
-class DeadLetters(Protocol):
-    """worker.runtime.deadletter.DeadLetterSink: `flush` returns what the broker did not acknowledge."""
-
-    def send(self, rejections: Iterable[Rejection]) -> None: ...
-
-    def flush(self) -> list[Rejection]: ...
 
 
 class DecodeStage:

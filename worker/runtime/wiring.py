@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -19,31 +19,28 @@ from sqlalchemy.exc import DBAPIError
 from worker.contracts.errors import OperatorError
 from worker.logs import get_logger
 from worker.runtime.batcher import MicroBatcher
-from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
-from worker.runtime.deadletter import DeadLetterSink
 from worker.runtime.decode import Decoder
 from worker.runtime.guard import DeadLetterGuard
-from worker.runtime.health import (
-    CachedCheck,
-    HealthServer,
-    Heartbeat,
-    broker_reachable,
-    database_reachable,
-    schema_at_head,
-)
-from worker.runtime.housekeeping import Housekeeping, housekeeping_loop
-from worker.runtime.metrics import Metrics
-from worker.runtime.partitions import ResultPartitions
+from worker.runtime.heartbeat import Heartbeat
+from worker.runtime.kafka.consumer import KafkaSource
+from worker.runtime.kafka.deadletter import DeadLetterSink
+from worker.runtime.kafka.probe import broker_reachable
+from worker.runtime.kafka.publisher import KafkaPublisher
+from worker.runtime.kafka.registry import SchemaRegistry
 from worker.runtime.pipeline import Chain
-from worker.runtime.registry import SchemaRegistry
+from worker.runtime.postgres.errors import DatabaseMisconfigured, Kind, classify
+from worker.runtime.postgres.housekeeping import Housekeeping, housekeeping_loop
+from worker.runtime.postgres.outbox import OutboxTable
+from worker.runtime.postgres.partitions import ResultPartitions
+from worker.runtime.postgres.schema import SchemaState, database_reachable, schema_at_head, schema_state
+from worker.runtime.postgres.store import ResultStore
 from worker.runtime.relay import OutboxRelay, relay_loop
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.runner import Runner
-from worker.runtime.schema import SchemaState, schema_state
+from worker.runtime.service.health import CachedCheck, HealthServer
+from worker.runtime.service.metrics import Metrics
 from worker.runtime.shutdown import Shutdown
-from worker.runtime.source import KafkaSource
 from worker.runtime.stages import DecodeStage, InferStage, Shadow, StoreStage, TokenizeStage
-from worker.runtime.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 from worker.settings import Settings
 
@@ -220,7 +217,7 @@ def build_runner(
         )
     )
     return Runner(
-        KafkaSource(consumer, settings.input_topic),
+        KafkaSource(consumer, settings.input_topic, settings.kafka_auto_offset_reset),
         stages,
         MicroBatcher(classifier.max_batch_size, settings.max_wait_ms),  # the model's default is the device's
         depth=settings.pipeline_depth,
@@ -230,8 +227,8 @@ def build_runner(
         background=[
             relay_loop(
                 OutboxRelay(
-                    engine,
-                    producer,
+                    OutboxTable(engine),
+                    KafkaPublisher(producer),
                     outbox_topics(settings),
                     batch_size=settings.relay_batch_size,
                     on_delivered=metrics.observe_delivery,
@@ -289,6 +286,17 @@ def _connect_to_broker(settings: Settings) -> tuple[KafkaProducer, KafkaConsumer
         raise Unavailable(f"broker {servers}: {type(exc).__name__}: {exc}") from exc
 
 
+def dependency_checks(settings: Settings, engine: Engine) -> dict[str, Callable[[], bool]]:
+    """The readiness checks of what a worker needs: the database reachable and at the migrations'
+    head, a broker reachable (for /readyz, the worker's and the supervisor's)."""
+    servers = settings.kafka_common()["bootstrap_servers"]
+    return {
+        "database": lambda: database_reachable(engine),
+        "schema": lambda: schema_at_head(engine),
+        "broker": lambda: broker_reachable(servers),
+    }
+
+
 def _start_health_server(
     settings: Settings,
     engine: Engine,
@@ -299,10 +307,8 @@ def _start_health_server(
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
-    checks: dict[str, Any] = {
-        "database": lambda: database_reachable(engine),
-        "schema": lambda: schema_at_head(engine),
-        "broker": lambda: broker_reachable(settings.kafka_common()["bootstrap_servers"]),
+    checks: dict[str, Callable[[], bool]] = {
+        **dependency_checks(settings, engine),
         "model": loaded.is_set,
         "dead_letter_guard": lambda: guard.tripped is None,
     }

@@ -21,7 +21,7 @@ import torch
 
 from worker.model.classifier import SentimentClassifier
 from worker.model.encoding import truncating_backend
-from worker.runtime.store import copy_line
+from worker.runtime.postgres.store import copy_line
 from worker.settings import Settings
 
 BARE_TABLE = "bench_bare_results"

@@ -27,8 +27,8 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 from worker.contracts.values import ClassifiedItem, FeedbackItem, Prediction, RawRecord
 from worker.ops import trends
-from worker.runtime import rollups
-from worker.runtime.store import ResultStore
+from worker.runtime.postgres import rollups
+from worker.runtime.postgres.store import ResultStore
 from worker.runtime.triage import TriagePolicy
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"  # the trend queries are the ones worker/docs/trends.md gives

@@ -20,12 +20,11 @@ from enum import Enum
 
 from sqlalchemy.exc import DBAPIError
 
-from worker.contracts.errors import OperatorError
+from worker.contracts.errors import ExitStatus, OperatorError
 
 OUTAGE_CLASSES = ("08", "53", "57P")
 OUTAGE_CODES = {"25006", "40001", "40P01", "55P03", "57014"}
 DATA_CLASSES = ("22", "23")
-SCHEMA_EXIT = 2  # see worker/docs/faults.md: the operator must change the schema or the privileges
 
 
 class Kind(str, Enum):
@@ -65,12 +64,12 @@ def classify(exc: DBAPIError) -> DatabaseError:
 
 
 class DatabaseMisconfigured(OperatorError):
-    """A schema or privilege problem: the worker stops, naming the SQLSTATE, and exits SCHEMA_EXIT."""
+    """A schema or privilege problem: the worker stops, naming the SQLSTATE (see worker/docs/faults.md)."""
 
     def __init__(self, error: DatabaseError) -> None:
         super().__init__(
             f"the database refused the worker's statement: SQLSTATE {error.sqlstate} ({error.name}): "
             f"{error.message}; fix the schema or the role's privileges (triage-worker migrate), then restart",
-            exit_status=SCHEMA_EXIT,
+            exit_status=ExitStatus.OPERATOR,
         )
         self.error = error

@@ -26,7 +26,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from worker.contracts.errors import OperatorError
 from worker.contracts.values import Rejection
-from worker.runtime.delivery import outcomes
+from worker.runtime.kafka.delivery import outcomes
 
 OURS = "triage."  # the prefix of the headers the worker writes
 REPLAY_COUNT = "triage.replay.count"  # how many times `deadletters replay` has sent the record back

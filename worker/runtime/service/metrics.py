@@ -1,4 +1,5 @@
-"""Metrics: the worker's Prometheus metrics, fed by one `BatchReport` per committed batch.
+"""Metrics: the worker's Prometheus metrics, fed by one `BatchReport` per committed batch (the loop's
+Observer, see ports).
 
 The runner hands each report to `observe`, plus each background loop's rounds (`observe_round`),
 the time spent polling and the consumer lag; this module turns them into counters, histograms and
@@ -14,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.runtime.background import RoundReport
-from worker.runtime.batches import BatchReport
+from worker.runtime.batches import BatchReport, StageName
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 EVENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -170,6 +171,15 @@ class Metrics:
         for timestamp_ms in report.record_timestamps_ms:
             if 0 <= timestamp_ms <= report.finished_at_ms + 86_400_000:  # not microseconds, not the far future
                 self.end_to_end.observe(max(report.finished_at_ms - timestamp_ms, 0.0) / 1000)
+
+    def observe_busy(self, stage: StageName, seconds: float) -> None:
+        self.stage_busy.labels(str(stage)).inc(seconds)
+
+    def set_in_flight(self, batches: int) -> None:
+        self.in_flight.set(batches)
+
+    def set_guard_tripped(self) -> None:
+        self.guard_tripped.set(1)
 
     def observe_delivery(self, kind: str, seconds: float) -> None:
         """One outbox row acknowledged by the broker, `seconds` after its event's Kafka timestamp."""

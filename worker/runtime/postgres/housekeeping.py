@@ -30,8 +30,8 @@ from sqlalchemy import Engine, text
 from worker.logs import get_logger
 from worker.runtime.background import Periodic, Unpublished
 from worker.runtime.batches import StageName
-from worker.runtime.partitions import ResultPartitions
-from worker.runtime.rollups import FOLD_INTERVAL_S, fold
+from worker.runtime.postgres.partitions import ResultPartitions
+from worker.runtime.postgres.rollups import FOLD_INTERVAL_S, fold
 
 log = get_logger("worker.housekeeping")
 

@@ -4,7 +4,7 @@ Several processes keep one GPU busy where one process's CPU path cannot (see wor
 The supervisor starts N children (`triage-worker run` with TRIAGE_PROCESSES=1), forwards SIGTERM
 and SIGINT to them as SIGTERM, and waits. A child that exits while no stop was asked for is
 unexpected: the supervisor stops the others (they drain and commit as usual) and exits with
-CHILD_DIED_EXIT, so the process manager restarts the set. Nothing is lost either way: every child
+ExitStatus.CHILD_DIED, so the process manager restarts the set. Nothing is lost either way: every child
 commits only stored work. The children write their metrics to a shared folder (prometheus-client's
 multiprocess mode) and open no port; the supervisor serves the sum on TRIAGE_METRICS_PORT, with
 /healthz, and /readyz (database, schema, broker, and every child running).
@@ -20,19 +20,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, multiprocess
-from sqlalchemy import Engine
 
+from worker.contracts.errors import ExitStatus
 from worker.logs import get_logger
-from worker.runtime.health import CachedCheck, HealthServer, broker_reachable, database_reachable, schema_at_head
-from worker.runtime.wiring import build_engine
+from worker.runtime.service.health import CachedCheck, HealthServer
+from worker.runtime.wiring import build_engine, dependency_checks
 from worker.settings import Settings
 
 log = get_logger("worker.supervisor")
 
-CHILD_DIED_EXIT = 4
 POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 
@@ -60,7 +60,7 @@ def supervise(settings: Settings) -> int:
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
         engine = build_engine(settings)
-        server = _serve_metrics(settings, metrics_dir, engine, children)
+        server = _serve_metrics(settings, metrics_dir, dependency_checks(settings, engine), children)
         log.info("supervisor_started", processes=len(children), pids=[child.pid for child in children])
         try:
             return _wait(children, stopping, metrics_dir)
@@ -70,7 +70,9 @@ def supervise(settings: Settings) -> int:
             engine.dispose()
 
 
-OPERATOR_EXITS = (2, 3)
+# A child's own verdict for the operator (change something; an unreadable batch, reset the offset) is
+# passed through; any other unexpected death is CHILD_DIED.
+OPERATOR_EXITS = (ExitStatus.OPERATOR, ExitStatus.UNREADABLE_BATCH)
 
 
 def member_of(settings: Settings, index: int) -> dict[str, str]:
@@ -82,7 +84,8 @@ def member_of(settings: Settings, index: int) -> dict[str, str]:
 
 
 def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, metrics_dir: str) -> int:
-    exit_code, ended = 0, set[int]()
+    exit_code: int = ExitStatus.OK
+    ended: set[int] = set()
     while len(ended) < len(children):
         for child in children:
             code = child.poll()
@@ -92,13 +95,11 @@ def _wait(children: list[subprocess.Popen[bytes]], stopping: threading.Event, me
             multiprocess.mark_process_dead(child.pid, metrics_dir)
             if not stopping.is_set():
                 log.error("worker_process_died", pid=child.pid, exit_code=code)
-                # A child's own verdict for the operator (2: change something; 3: an unreadable
-                # batch, reset the offset) is passed through; any other death is CHILD_DIED_EXIT.
-                exit_code = code if code in OPERATOR_EXITS else CHILD_DIED_EXIT
+                exit_code = code if code in OPERATOR_EXITS else ExitStatus.CHILD_DIED
                 stopping.set()
                 _terminate(children)
-            elif code != 0 and exit_code == 0:
-                exit_code = 1  # a child abandoned its work in hand
+            elif code != 0 and exit_code == ExitStatus.OK:
+                exit_code = ExitStatus.FAILED  # a child abandoned its work in hand
         time.sleep(POLL_S)
     log.info("supervisor_stopped", exit_code=exit_code)
     return exit_code
@@ -111,20 +112,17 @@ def _terminate(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _serve_metrics(
-    settings: Settings, metrics_dir: str, engine: Engine, children: list[subprocess.Popen[bytes]]
+    settings: Settings,
+    metrics_dir: str,
+    dependencies: dict[str, Callable[[], bool]],
+    children: list[subprocess.Popen[bytes]],
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-    ready = CachedCheck(
-        lambda: {
-            "database": database_reachable(engine),
-            "schema": schema_at_head(engine),
-            "broker": broker_reachable(settings.kafka_common()["bootstrap_servers"]),
-            "workers": all(child.poll() is None for child in children),
-        }
-    )
+    checks = {**dependencies, "workers": lambda: all(child.poll() is None for child in children)}
+    ready = CachedCheck(lambda: {name: check() for name, check in checks.items()})
     server = HealthServer(settings.metrics_port, registry, ready, host=settings.metrics_host).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server

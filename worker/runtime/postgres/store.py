@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from worker.contracts.tables import feedback_results, shadow_results
 from worker.contracts.values import ClassifiedItem, Refusal, StoreOutcome, StoreText
 from worker.contracts.wire import EscalationEvent, TriageResult
-from worker.runtime.dberrors import DatabaseMisconfigured, Kind, classify
+from worker.runtime.postgres.errors import DatabaseMisconfigured, Kind, classify
 from worker.runtime.retry import Unavailable
 
 # The columns the worker writes, in COPY order: all of the table's but the key, the generated

@@ -1,5 +1,4 @@
-"""Source: where records come from and where their offsets go back. `Source` is what the runner
-needs; `KafkaSource` is the real one, over a kafka-python consumer (tests use an in-memory one).
+"""Consumer: `KafkaSource`, the runner's Source (see ports) over a kafka-python consumer.
 
 Auto-commit is off. The worker calls `commit(records)` only after those records are stored
 (or dead-lettered); the committed offset of each partition is the highest processed offset + 1.
@@ -21,16 +20,17 @@ crash loop of tracebacks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Iterable
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
 from worker.contracts.values import RawRecord
 from worker.logs import get_logger
+from worker.runtime.ports import OnRevoke, SourceClosed, UnreadableBatch
 
 log = get_logger("worker.source")
 
@@ -52,9 +52,10 @@ def _describe(offsets: dict[TopicPartition, OffsetAndMetadata]) -> dict[str, int
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: KafkaConsumer, on_revoke: OnRevoke) -> None:
+    def __init__(self, consumer: KafkaConsumer, on_revoke: OnRevoke, assigned: set[TopicPartition]) -> None:
         self.consumer = consumer
         self.on_revoke = on_revoke
+        self.assigned = assigned  # partitions assigned since the source last looked: rewound in poll
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
@@ -71,10 +72,13 @@ class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         log.info("offsets_committed_on_revoke", committed=_describe(offsets))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # kafka-python keeps a partition paused when a rebalance hands it back to the same member; the
+        # Source promises that an assignment starts unpaused (the runner pauses again when it must).
+        self.consumer.resume(*assigned)
+        self.assigned.update(assigned)
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
-OnRevoke = Callable[[], list[RawRecord]]
 # kafka-python names the place of a corrupt batch only in its message, e.g. "Record batch for
 # partition TopicPartition(topic='t', partition=0) at offset 42 failed crc check".
 _CORRUPT_AT = re.compile(
@@ -82,48 +86,29 @@ _CORRUPT_AT = re.compile(
 )
 
 
-class UnreadableBatch(Exception):
-    """A batch on the input topic that the client cannot read; `where` is topic:partition@offset."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(f"unreadable record batch at {where}: {reason}")
-        self.where = where
-        self.reason = reason
-
-
-class Source(Protocol):
-    def subscribe(self, on_revoke: OnRevoke) -> None:
-        """Start consuming; before partitions are taken away, `on_revoke()` returns the records
-        finished meanwhile, whose offsets the source commits before the group moves on."""
-
-    def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]: ...
-
-    def commit(self, records: Iterable[RawRecord]) -> dict[str, int]:
-        """Commit, per partition, the offset after the highest of `records`; returns what was committed."""
-
-    def pause_all(self) -> None: ...
-
-    def resume_all(self) -> None: ...
-
-    def lag(self) -> dict[tuple[str, int], int]: ...
-
-    def close(self) -> None: ...
-
-
 class KafkaSource:
-    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+    """A Source (see ports) over one kafka-python consumer, which must have auto-commit off."""
+
+    def __init__(self, consumer: KafkaConsumer, topic: str, offset_reset: str = "earliest") -> None:
         self.consumer = consumer
         self.topic = topic
+        self.offset_reset = offset_reset  # where a partition with no committed offset starts (the consumer's own)
         self._next_offsets: dict[TopicPartition, int] = {}  # after the last record polled, for lag
+        self._assigned: set[TopicPartition] = set()  # filled by the rebalance listener
+        self._closed = False
 
     def subscribe(self, on_revoke: OnRevoke) -> None:
-        self.consumer.subscribe([self.topic], listener=_Rebalance(self.consumer, on_revoke))
+        self._check_open()
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self.consumer, on_revoke, self._assigned))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[RawRecord]:
+        self._check_open()
         try:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
         except (CorruptRecordError, UnsupportedCodecError) as exc:
             raise UnreadableBatch(self._where(exc), f"{type(exc).__name__}: {exc}") from exc
+        if self._assigned:
+            polled = self._rewind(polled)
         records = []
         for tp, messages in polled.items():
             if messages:
@@ -142,12 +127,36 @@ class KafkaSource:
                 )
         return records
 
+    def _rewind(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Read every newly assigned partition again from its committed offset.
+
+        kafka-python 3 keeps the fetch position of a partition that a rebalance hands back to the
+        same member, so the records of batches the runner abandoned at the revoke (never committed)
+        would not come again, and a later batch's commit would pass over them. Seeking each assigned
+        partition to its committed offset replays them, as a new owner would (the store drops what
+        was stored after all); records this poll returned from those partitions come again."""
+        rewound = set()
+        while self._assigned:  # emptied one by one: the listener may add to it from its own thread
+            rewound.add(self._assigned.pop())
+        assigned = set(self.consumer.assignment())
+        for tp in rewound & assigned:
+            committed = self.consumer.committed(tp)
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
+            self._next_offsets.pop(tp, None)
+        return {tp: messages for tp, messages in polled.items() if tp not in rewound}
+
     def commit(self, records: Iterable[RawRecord]) -> dict[str, int]:
         """Commit, per partition, the offset after the highest processed record.
 
         A failed commit (the group moved on during a rebalance) is logged, not raised: the
         records will be delivered again and the idempotent store drops the repeats.
         """
+        self._check_open()
         offsets = next_offsets(records)
         if not offsets:
             return {}
@@ -172,6 +181,7 @@ class KafkaSource:
         The watermark comes with every fetch response, so this sends no request; partitions not
         polled from yet are left out. (Tansu reports watermarks loosely; Apache Kafka exactly.)
         """
+        self._check_open()
         lag = {}
         for tp in self.consumer.assignment():
             highwater, polled = self.consumer.highwater(tp), self._next_offsets.get(tp)
@@ -181,11 +191,19 @@ class KafkaSource:
 
     def pause_all(self) -> None:
         """Stop fetching (while a dependency is down) but keep polling, so the group keeps us."""
+        self._check_open()
         self.consumer.pause(*self.consumer.assignment())
 
     def resume_all(self) -> None:
+        self._check_open()
         self.consumer.resume(*self.consumer.paused())
 
     def close(self) -> None:
         """Leave the group (no auto-commit: only stored work was committed), waiting at most CLOSE_TIMEOUT_MS."""
-        self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+        if not self._closed:
+            self._closed = True
+            self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SourceClosed(f"the consumer of {self.topic} is closed")

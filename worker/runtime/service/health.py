@@ -17,7 +17,6 @@ pile up threads.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,10 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
-
-from worker.runtime.schema import schema_state
 
 ReadyCheck = Callable[[], Mapping[str, bool]]
 Liveness = Callable[[], Mapping[str, Any] | None]  # None: alive; else why not, for the response body
@@ -60,24 +55,6 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
-
-
-class Heartbeat:
-    """When the main loop last turned: the runner beats on every poll, /healthz reads its age."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.last: float | None = None  # None until the loop's first turn (start-up waits, model load)
-
-    def beat(self) -> None:
-        self.last = self.clock()
-
-    def stalled(self, after_s: float) -> Mapping[str, Any] | None:
-        """None while the loop turns (or has not started); else how long it has been idle."""
-        if self.last is None:
-            return None
-        idle = self.clock() - self.last
-        return {"status": "stalled", "main_loop_idle_s": round(idle, 1)} if idle > after_s else None
 
 
 class HealthServer:
@@ -151,31 +128,3 @@ class CachedCheck:
             if time.monotonic() - self._at > self.ttl_s:
                 self._value, self._at = self.probe(), time.monotonic()
             return self._value
-
-
-def database_reachable(engine: Engine) -> bool:
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        return True
-    except DBAPIError:
-        return False
-
-
-def schema_at_head(engine: Engine) -> bool:
-    try:
-        return schema_state(engine).at_head
-    except DBAPIError:
-        return False
-
-
-def broker_reachable(bootstrap_servers: list[str], timeout_s: float = 2.0) -> bool:
-    """True when a TCP connection to any bootstrap server opens (TLS and SASL come after)."""
-    for server in bootstrap_servers:
-        host, _, port = server.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False

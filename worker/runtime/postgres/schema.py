@@ -1,4 +1,4 @@
-"""Schema: where the migrations live, and whether a database is at their head.
+"""Schema: where the migrations live, and whether a database is reachable and at their head.
 
 The worker refuses to start on a database whose schema is not at the head revision (exit 2, one
 line naming `triage-worker migrate`), and `/readyz` reports the same check. The migrations folder
@@ -14,11 +14,12 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 
 def migrations_dir() -> Path:
-    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    checkout = Path(__file__).resolve().parents[3] / "migrations"
     if (checkout / "env.py").exists():
         return checkout
     installed = Path(str(resources.files("worker") / "migrations"))
@@ -53,3 +54,21 @@ def schema_state(engine: Engine) -> SchemaState:
     with engine.connect() as connection:
         current = tuple(MigrationContext.configure(connection).get_current_heads())
     return SchemaState(current, head)
+
+
+def database_reachable(engine: Engine) -> bool:
+    """For /readyz: whether a connection opens and answers."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        return True
+    except DBAPIError:
+        return False
+
+
+def schema_at_head(engine: Engine) -> bool:
+    """For /readyz: whether the database is reachable and at the migrations' head."""
+    try:
+        return schema_state(engine).at_head
+    except DBAPIError:
+        return False
