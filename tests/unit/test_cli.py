@@ -61,7 +61,7 @@ def test_option_overrides_are_validated_like_settings(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("option", ["30m", "72h", "3d", "2w"])
 def test_options_read_durations_like_settings(option: str) -> None:
-    from worker.cli import duration
+    from worker.cli.common import duration
     from worker.settings import Settings
 
     assert duration(option) == Settings(outbox_retention=option).outbox_retention

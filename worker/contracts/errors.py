@@ -1,12 +1,13 @@
-"""Error classes: why a record went to the dead-letter topic, as carried in `triage.error.class`.
+"""Errors: why a record went to the dead-letter topic (`ErrorClass`, carried in `triage.error.class`),
+and how a verb ends (`ExitStatus`, `OperatorError`).
 
-One enum for every reason, whether decode or the model found it, so the dead-letter schema, the
-metrics label and the logs all use the same closed set of names.
+One enum for every dead-letter reason, whether decode or the model found it, so the dead-letter
+schema, the metrics label and the logs all use the same closed set of names.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, IntEnum
 
 
 class ErrorClass(str, Enum):
@@ -27,11 +28,22 @@ class ErrorClass(str, Enum):
         return self.value
 
 
+class ExitStatus(IntEnum):
+    """What `triage-worker` exits with (the one list: the CLI, the supervisor and the errors use it)."""
+
+    OK = 0
+    FAILED = 1  # part of the work was not done: `run` abandoned the batches in hand (replayed after a
+    # restart); `ack` refused some ids; `report --plot` had nothing to draw
+    OPERATOR = 2  # the operator must change something; one line says what
+    UNREADABLE_BATCH = 3  # `run`: the input topic holds a record batch the client cannot read
+    CHILD_DIED = 4  # `run --processes N`: a worker process died unexpectedly; the set was stopped
+
+
 class OperatorError(Exception):
     """A failure whose message tells the operator what to do (a model that cannot be loaded, a
     missing optional package, a bad option). The CLI prints it as one line, `triage-worker: ...`,
-    and exits with `exit_status`: 2 (change something) unless the error says otherwise."""
+    and exits with `exit_status`: OPERATOR (change something) unless the error says otherwise."""
 
-    def __init__(self, message: str, exit_status: int = 2) -> None:
+    def __init__(self, message: str, exit_status: ExitStatus = ExitStatus.OPERATOR) -> None:
         super().__init__(message)
         self.exit_status = exit_status

@@ -1,0 +1,236 @@
+"""Model verbs: `classify` (texts through the served model), `evaluate` and `calibrate` (the model on a
+labelled file), `finetune` and `adapt` (training a candidate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.cli.common import Verbs, database, duration, png
+from worker.contracts.errors import ExitStatus, OperatorError
+from worker.settings import Settings, format_duration
+
+
+def register(verbs: Verbs) -> None:
+    classify = verbs.add_parser("classify", help="classify texts (arguments, or one per line on stdin)")
+    classify.add_argument("texts", nargs="*", help="texts to classify; read stdin when none are given")
+    classify.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
+    classify.set_defaults(handler=_classify)
+
+    evaluate = _labelled_verb(verbs, "evaluate", "measure the model on a labelled file: accuracy, F1, calibration")
+    _audit_weight(evaluate)
+    evaluate.add_argument("--json", type=Path, metavar="OUT.json", help="also write every figure as JSON")
+    evaluate.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw reliability and confusion")
+    evaluate.add_argument(
+        "--compare-quantized",
+        action="store_true",
+        help="run the model in fp32 (torch) and in int8 (TRIAGE_ENGINE=onnx-int8); print both side by side",
+    )
+    evaluate.set_defaults(handler=_evaluate)
+
+    calibrate = _labelled_verb(verbs, "calibrate", "fit a temperature (and optionally a threshold) on a labelled file")
+    calibrate.add_argument("--holdout", type=float, default=0.3, help="share kept out of the fit to judge it")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split (default: 0)")
+    calibrate.add_argument("--out", type=Path, help="file to write (default: TRIAGE_CALIBRATION, or beside the model)")
+    _threshold_target(calibrate)
+    calibrate.set_defaults(handler=_calibrate)
+
+    finetune = _labelled_verb(
+        verbs, "finetune", "train a new model on a labelled file and judge it beside its base on a held-out part"
+    )
+    _audit_weight(finetune)
+    finetune.add_argument("--out", type=Path, required=True, help="new folder for the model, calibration and card")
+    finetune.add_argument("--holdout", type=float, default=0.2, help="share kept out of training to judge it (0.2)")
+    finetune.add_argument("--seed", type=int, default=0, help="seed of the split, the head and the batches (0)")
+    finetune.add_argument("--epochs", type=int, default=None, help="most epochs; early stopping may end sooner")
+    finetune.add_argument("--learning-rate", type=float, default=None)
+    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--max-length", type=int, default=None, help="word pieces per text in training")
+    finetune.add_argument("--weighting", choices=["balanced", "sqrt", "none"], default=None, help="class weights")
+    _threshold_target(finetune)
+    finetune.set_defaults(handler=_finetune)
+
+    adapt = verbs.add_parser(
+        "adapt", help="masked-LM training on unlabelled feedback, before finetune (domain adaptation)"
+    )
+    texts = adapt.add_mutually_exclusive_group(required=True)
+    texts.add_argument("--data", type=Path, help="JSON lines, CSV or TSV with a text column (labels not needed)")
+    texts.add_argument("--from-database", action="store_true", help="the stored feedback texts")
+    adapt.add_argument("--since", type=duration, help="with --from-database: only this recent (default: all)")
+    adapt.add_argument("--text-column", default="text", help="the text's key or column (default: text)")
+    adapt.add_argument("--model", help="model id or local directory to start from (default: TRIAGE_MODEL)")
+    adapt.add_argument("--out", type=Path, required=True, help="new folder for the adapted checkpoint")
+    adapt.add_argument("--epochs", type=int, default=None)
+    adapt.add_argument("--learning-rate", type=float, default=None)
+    adapt.add_argument("--batch-size", type=int, default=32)
+    adapt.add_argument("--max-length", type=int, default=None, help="word pieces per text in training")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.set_defaults(handler=_adapt)
+
+
+def _labelled_verb(verbs: Verbs, name: str, text: str) -> argparse.ArgumentParser:
+    """A verb that reads a labelled file, with the options every such verb takes."""
+    verb: argparse.ArgumentParser = verbs.add_parser(name, help=text)
+    verb.add_argument("--data", type=Path, required=True, help="JSON lines, CSV or TSV (optionally .gz)")
+    verb.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
+    verb.add_argument("--text-column", default="text", help="the text's key or column (default: text)")
+    verb.add_argument("--label-column", default="label", help="the label's key or column (default: label)")
+    verb.add_argument(
+        "--rating-column",
+        help="take labels from 1-5 star ratings in this column: 1-2 negative, 4-5 positive, 3 left out",
+    )
+    verb.add_argument("--limit", type=int, help="only the first N examples")
+    return verb
+
+
+def _audit_weight(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument(
+        "--audit-weight", type=float, default=1.0, help="weight of audit-sample verdicts (export marks them; default 1)"
+    )
+
+
+def _threshold_target(verb: argparse.ArgumentParser) -> None:
+    target = verb.add_mutually_exclusive_group()
+    target.add_argument("--target-escalation-precision", type=float, metavar="P", help="choose the threshold too")
+    target.add_argument("--max-escalation-share", type=float, metavar="S", help="choose the threshold too")
+
+
+def _classify(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.contracts.values import ClassificationFailure
+    from worker.runtime.wiring import build_classifier
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for answer in build_classifier(settings).predict(texts):
+        if isinstance(answer, ClassificationFailure):
+            print(json.dumps([{"error": answer.message}]))
+        else:
+            print(json.dumps([{"label": answer.label.upper(), "score": round(answer.score, 4)}]))
+    return ExitStatus.OK
+
+
+def _labelled_examples(args: argparse.Namespace) -> list[Any]:
+    from worker.ops.quality.labelled import read_examples
+
+    if args.limit is not None and args.limit < 1:
+        raise OperatorError(f"--limit must be at least 1, got {args.limit}")
+    audit_weight = getattr(args, "audit_weight", 1.0)  # evaluate and finetune take --audit-weight
+    if audit_weight <= 0:
+        raise OperatorError(f"--audit-weight must be above 0, got {audit_weight}")
+    examples = read_examples(
+        args.data,
+        args.text_column,
+        args.label_column,
+        rating_column=args.rating_column,
+        audit_weight=audit_weight,
+    )
+    return examples[: args.limit]
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.quality import evaluate, measures
+    from worker.ops.quality.plot import plot
+    from worker.runtime.wiring import build_classifier, build_policy
+
+    png(args.plot, "--plot")
+    examples = _labelled_examples(args)
+    if args.compare_quantized:
+        from worker.ops.quality import quantized
+
+        found = quantized.compare(settings, examples, str(args.data))
+        print(quantized.render(found))
+        if args.json:
+            args.json.write_text(quantized.as_json(found), encoding="utf-8")
+            print(f"figures written to {args.json}", file=sys.stderr)
+        return ExitStatus.OK
+    classifier = build_classifier(settings)
+    threshold = build_policy(settings, classifier).threshold
+    scored = evaluate.score(classifier, examples)
+    if not scored.predictions:
+        raise OperatorError(f"the model could classify none of the {len(examples)} texts")
+    evaluation = measures.measure(scored.truths, scored.negative_probs, threshold, scored.weights)
+    about = {"data": str(args.data), **classifier.describe(), "failed": scored.failed}
+    about["texts_per_s"] = scored.texts_per_s
+    print(evaluate.render(evaluation, about))
+    if args.json:
+        args.json.write_text(evaluate.as_json(evaluation, about), encoding="utf-8")
+        print(f"figures written to {args.json}", file=sys.stderr)
+    if args.plot:
+        title = f"{args.data.name}: {about['model']} (calibration {about['calibration']}, {evaluation.n:,} texts)"
+        print(f"chart written to {plot(evaluation, title, args.plot)}", file=sys.stderr)
+    return ExitStatus.OK
+
+
+def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.quality import calibrate, evaluate
+    from worker.runtime.wiring import build_classifier
+
+    path = calibrate.output_path(args.out, settings.calibration, settings.model)
+    calibrate.check_holdout(args.holdout)
+    examples = _labelled_examples(args)
+    classifier = build_classifier(settings, calibrated=False)
+    scored = evaluate.score(classifier, examples)
+    fitted = calibrate.fit(
+        scored,
+        model=settings.model,
+        revision=classifier.revision,
+        threshold=settings.low_confidence_threshold,
+        holdout=args.holdout,
+        seed=args.seed,
+        min_precision=args.target_escalation_precision,
+        max_share=args.max_escalation_share,
+        data=str(args.data),
+    )
+    print(calibrate.render(fitted, calibrate.write(fitted.calibration, path)))
+    return ExitStatus.OK
+
+
+def _finetune(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.learning import finetune
+    from worker.ops.quality.calibrate import check_holdout
+
+    check_holdout(args.holdout)
+    recipe = finetune.recipe(args.epochs, args.learning_rate, args.batch_size, args.max_length, args.seed)
+    outcome = finetune.run(
+        settings,
+        data=args.data,
+        examples=_labelled_examples(args),
+        base=args.model or settings.model,
+        out=args.out,
+        recipe=recipe,
+        weighting=args.weighting or finetune.DEFAULT_WEIGHTING,
+        holdout=args.holdout,
+        min_precision=args.target_escalation_precision,
+        max_share=args.max_escalation_share,
+    )
+    print(finetune.render(outcome))
+    return ExitStatus.OK
+
+
+def _adapt(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.learning import adapt, finetune
+
+    if args.since is not None and not args.from_database:
+        raise OperatorError("--since applies to --from-database; a file is read whole")
+    recipe = finetune.recipe(
+        args.epochs or adapt.DEFAULT_EPOCHS,
+        args.learning_rate or adapt.DEFAULT_LEARNING_RATE,
+        args.batch_size,
+        args.max_length or adapt.DEFAULT_MAX_LENGTH,
+        args.seed,
+    )
+    if args.from_database:
+        with database(settings) as engine:
+            texts = adapt.texts_from_database(engine, args.since)
+        source = "the stored feedback" + (f" of the last {format_duration(args.since)}" if args.since else "")
+    else:
+        from worker.ops.quality.labelled import read_texts
+
+        texts, source = read_texts(args.data, args.text_column), str(args.data)
+    outcome = adapt.run(
+        settings, texts=texts, source=source, base=args.model or settings.model, out=args.out, recipe=recipe
+    )
+    print(adapt.render(outcome))
+    return ExitStatus.OK
