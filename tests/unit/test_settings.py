@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.settings import Settings, SettingsError, load_settings
+from worker.settings import Settings, SettingsError, format_duration, load_settings, parse_duration
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +105,7 @@ def test_bad_retention_and_shared_results_topic_are_named(monkeypatch: pytest.Mo
     with pytest.raises(SettingsError, match="results topics must be different"):
         load_settings()
     monkeypatch.delenv("TRIAGE_RESULTS_TOPIC")
-    assert Settings(outbox_retention="2d").as_env()["TRIAGE_OUTBOX_RETENTION"] == "2880m"
+    assert Settings(outbox_retention="2d").as_env()["TRIAGE_OUTBOX_RETENTION"] == "2d"
 
 
 def test_the_revoke_drain_stays_inside_the_session_timeout() -> None:
@@ -138,7 +138,8 @@ def test_the_supervisor_passes_a_childs_operator_exit_through() -> None:
     import tempfile
     import threading
 
-    from worker.runtime.supervisor import CHILD_DIED_EXIT, _wait
+    from worker.contracts.errors import ExitStatus
+    from worker.runtime.service.supervisor import _wait
 
     class Child:
         def __init__(self, pid: int, code: int | None) -> None:
@@ -153,7 +154,7 @@ def test_the_supervisor_passes_a_childs_operator_exit_through() -> None:
     with tempfile.TemporaryDirectory() as metrics_dir:
         assert _wait([Child(1, 3), Child(2, None)], threading.Event(), metrics_dir) == 3  # type: ignore[list-item]
         assert _wait([Child(3, 2), Child(4, None)], threading.Event(), metrics_dir) == 2  # type: ignore[list-item]
-        assert _wait([Child(5, -9), Child(6, None)], threading.Event(), metrics_dir) == CHILD_DIED_EXIT  # type: ignore[list-item]
+        assert _wait([Child(5, -9), Child(6, None)], threading.Event(), metrics_dir) == ExitStatus.CHILD_DIED  # type: ignore[list-item]
 
 
 def test_settings_come_from_mounted_secret_files_and_the_environment_wins(
@@ -176,7 +177,7 @@ def test_settings_come_from_mounted_secret_files_and_the_environment_wins(
 
 
 def test_each_supervised_process_gets_its_own_static_member_id() -> None:
-    from worker.runtime.supervisor import member_of
+    from worker.runtime.service.supervisor import member_of
 
     settings = Settings(kafka_group_instance_id="triage-worker-0")
     assert [member_of(settings, i) for i in range(2)] == [
@@ -186,3 +187,12 @@ def test_each_supervised_process_gets_its_own_static_member_id() -> None:
     assert member_of(Settings(), 0) == {}
     with pytest.raises(ValidationError):
         Settings(kafka_group_instance_id="no spaces")
+
+
+@pytest.mark.parametrize(
+    ("text", "formatted"), [("90m", "90m"), ("120m", "2h"), ("72h", "3d"), ("14d", "2w"), ("3w", "3w")]
+)
+def test_durations_are_written_in_their_largest_unit_and_read_back(text: str, formatted: str) -> None:
+    assert format_duration(parse_duration(text)) == formatted
+    assert parse_duration(formatted) == parse_duration(text)
+    assert Settings(outbox_retention=text).as_env()["TRIAGE_OUTBOX_RETENTION"] == formatted

@@ -1,144 +1,205 @@
-"""Settings: the one configuration object, read from `TRIAGE_*` environment variables and `.env`.
-
-Built once at start-up (`load_settings`) and passed down to every stage. Invalid values fail
-here, before any connection is opened, with a message that names the variable.
-"""
+"""Fields: every `TRIAGE_*` setting, with its type, its default, what it means (its description, the
+one place that says it) and the checks on it. worker/docs/settings.md's table is made from these."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.json_schema import JsonDict
+from pydantic_settings import NoDecode
 
-
-class SettingsError(ValueError):
-    """Raised when the environment holds an invalid configuration."""
-
+from worker.settings.durations import format_duration, parse_duration
+from worker.settings.errors import SettingsError, describe
+from worker.settings.kafka import KafkaSettings
 
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-DURATION = re.compile(r"(\d+)\s*([mhdw])")
-DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_duration(value: str) -> timedelta:
-    """'30m', '72h', '3d' or '2w' -> a timedelta: the one reading of durations, for settings and
-    command-line options alike. Anything else (or zero) raises ValueError."""
-    match = DURATION.fullmatch(value.strip().lower())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"expected a duration like 30m, 72h, 3d or 2w, got {value!r}")
-    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
+def unset(word: str) -> JsonDict:
+    """For a setting whose default is None: the word the docs give for what unset means (auto, off ...)."""
+    return {"unset": word}
 
 
-class Settings(BaseSettings):
-    """Every knob of the worker. Field `foo_bar` is read from `TRIAGE_FOO_BAR`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="TRIAGE_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        validate_default=True,
-    )
-
-    # --- Kafka -------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    input_topic: str = "feedback.events"
-    escalation_topic: str = "feedback.escalations"
-    dead_letter_topic: str = "feedback.deadletter"
-    results_topic: str | None = None  # every stored result as triage-result.v1; unset: not published
-    group_id: str = "feedback-triage"
-    # Input headers copied onto the escalation and result messages (W3C trace context by default).
-    passthrough_headers: Annotated[tuple[str, ...], NoDecode] = ("traceparent", "tracestate")
-    # Where to check the schema ids of framed values (Confluent wire format); unset: not checked.
-    schema_registry_url: SecretStr | None = None  # secret: it may hold basic-auth credentials
-    kafka_client_id: str = "feedback-triage-worker"
-    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    kafka_max_poll_interval_ms: int = Field(300_000, ge=1_000)
-    kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
-    kafka_max_message_bytes: int = Field(1_048_576, ge=1_024)
-    # Static group membership (KIP-345): a restart within the session timeout keeps this member's
-    # partitions instead of rebalancing the group. Stable per replica (a StatefulSet pod's name);
-    # with --processes N each process gets "-0" ... "-(N-1)" appended.
-    kafka_group_instance_id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
-    # Security settings are passed straight through to kafka-python.
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_certfile: str | None = None
-    kafka_ssl_keyfile: str | None = None
-    kafka_ssl_password: SecretStr | None = None
+class Settings(KafkaSettings):
+    """Every knob of the worker (the Kafka ones in KafkaSettings). Field `foo_bar` is read from `TRIAGE_FOO_BAR`."""
 
     # --- Postgres ----------------------------------------------------------------------------
-    database_url: SecretStr = SecretStr("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    database_url: SecretStr = Field(
+        SecretStr("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        description="PostgreSQL URL (secret); `?sslmode=require` etc. pass through",
+    )
 
     # --- Model and batching ------------------------------------------------------------------
-    model: str = "sm3455/bert-mlm-ft"
-    model_revision: str | None = None  # a hub branch, tag or commit to pin TRIAGE_MODEL to; unset: the default branch
-    label_map: Annotated[dict[str, str] | None, NoDecode] = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch_size: int | None = Field(None, ge=1, le=4096)  # None: chosen for the device (see model/encoding)
-    max_batch_tokens: int | None = Field(None, ge=64)  # None: chosen for the device (see classifier)
-    max_wait_ms: int = Field(50, ge=0, le=60_000)
-    # Micro-batches between poll and commit (being decoded, classified or stored) before the
-    # worker pauses its partitions; 3 keeps every stage busy.
-    pipeline_depth: int = Field(3, ge=1, le=64)
-    # Worker processes `triage-worker run` starts in the group (e.g. several feeding one GPU); see supervisor.
-    processes: int = Field(1, ge=1, le=64)
-    torch_compile: bool = False  # torch.compile the model (dynamic shapes); see worker/docs/performance.md
-    # What runs the forward pass: torch; or, on the CPU, ONNX Runtime in fp32 ("onnx") or with int8
-    # weights ("onnx-int8"; the `onnx` extra). See worker/docs/performance.md for speed and accuracy.
-    engine: Literal["torch", "onnx", "onnx-int8"] = "torch"
-    onnx_cache_dir: Path = Path("~/.cache/triage-worker/onnx")  # where the ONNX exports are kept, per model revision
-    # How a text longer than the model takes is cut: its start, or its start and its end (see model/encoding).
-    truncation: Literal["head", "head_tail"] = "head_tail"  # measured: see worker/docs/model-quality.md
-    # The temperature (and threshold) from `triage-worker calibrate`: "auto" (beside a local model), a path, or "off".
-    calibration: str = "auto"
+    model: str = Field("sm3455/bert-mlm-ft", description="Hugging Face model id or local directory")
+    model_revision: str | None = Field(
+        None,
+        description="a hub branch, tag or commit to pin `TRIAGE_MODEL` to; every row records the revision loaded "
+        "(`sha:` hub commit, `dir:` content digest of a local directory)",
+    )
+    label_map: Annotated[dict[str, str] | None, NoDecode] = Field(
+        None,
+        description="override label mapping: `LABEL_0=negative,LABEL_1=positive` or JSON; keys are label names "
+        "or indexes",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` (CUDA if present), `cpu`, `cuda`")
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="most events per micro-batch (one transaction, one commit) and per forward pass; unset: 64 on "
+        "the CPU, 1024 on CUDA",
+        json_schema_extra=unset("auto"),
+    )
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="most padded tokens per forward pass; unset: 2048 on the CPU, 131072 on CUDA (measured, see "
+        "Performance)",
+        json_schema_extra=unset("auto"),
+    )
+    max_wait_ms: int = Field(50, ge=0, le=60_000, description="longest the first event of a batch waits for more")
+    pipeline_depth: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="micro-batches in flight between poll and commit (decoding, on the model, being stored); when "
+        "all are taken the worker pauses its partitions and keeps polling",
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="worker processes `run` starts in the group (`--processes`); above 1 a supervisor forwards "
+        "SIGTERM, serves their summed metrics on `TRIAGE_METRICS_PORT`, and exits 4 (stopping the others) if "
+        "one dies",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="`torch.compile` the model (dynamic shapes; the first batches of each new shape are slow while "
+        "it compiles)",
+    )
+    engine: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="what runs the forward pass: `torch`; or, on the CPU only, ONNX Runtime in fp32 (`onnx`) or "
+        "with int8 weights (`onnx-int8`), both from the `onnx` extra. The engine is named in `worker_started`, "
+        "in `triage_model_info` and in every result's `model` column (`MODEL [onnx-int8]`); its speed and "
+        "accuracy are in Performance",
+    )
+    onnx_cache_dir: Path = Field(
+        Path("~/.cache/triage-worker/onnx"),
+        description="where the ONNX exports are kept, a folder per model revision; written once (a few seconds), "
+        "then read at every start. Must be writable where an `onnx` engine runs",
+    )
+    truncation: Literal["head", "head_tail"] = Field(
+        "head_tail",
+        description="a text longer than the model takes keeps its first 128 and last 382 word pieces "
+        "(`head_tail`, scaled for other lengths) or its first 510 (`head`); measured in Model quality",
+    )
+    calibration: str = Field(
+        "auto",
+        description="the calibration from `triage-worker calibrate`: `auto` reads `triage-calibration.json` beside "
+        "a model that is a local directory, if present; a path reads that file (it must exist); `off` uses none",
+    )
 
     # --- Triage ------------------------------------------------------------------------------
-    # Unset, a calibration's chosen threshold applies if it has one (see effective_threshold).
-    low_confidence_threshold: float = Field(0.60, ge=0.0, le=1.0)
-    # A share of the items not escalated that goes to the reviewers too, with reason `audit` (see runtime/triage).
-    audit_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
-    # A candidate model run on every batch beside TRIAGE_MODEL; its answers go to shadow_results only.
-    shadow_model: str | None = None
-    shadow_model_revision: str | None = None
-    shadow_calibration: str = "auto"  # as TRIAGE_CALIBRATION, for the shadow model
-    max_text_chars: int = Field(20_000, ge=1)
-    # The dead-letter guard (runtime/guard): stop consuming when more than this share of the last
-    # 1,000 events, or this many in a row, were dead-lettered. 1 and 0 turn each limit off.
-    dead_letter_max_ratio: float = Field(0.1, gt=0.0, le=1.0)
-    dead_letter_max_consecutive: int = Field(100, ge=0)
-    # Where the feedback text is kept: "all" (every result and escalation), "escalated" (only the
-    # items a human reads), "none". true/false are read as all/none.
-    store_text: Literal["all", "escalated", "none"] = "all"
+    low_confidence_threshold: float = Field(
+        0.60,
+        ge=0.0,
+        le=1.0,
+        description="a score under this is escalated as `low_confidence`; when unset, a threshold chosen by "
+        "`calibrate` (if the calibration has one) applies instead",
+    )
+    audit_sample_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="a share (0-1) of the items that are not escalated sent to the reviewers too, with reason "
+        "`audit`: an unbiased sample of the stream for measuring the model (see [learning](learning.md))",
+    )
+    shadow_model: str | None = Field(
+        None,
+        description="a candidate model (hub id or directory) that classifies every batch beside `TRIAGE_MODEL`; "
+        "its answers go to `shadow_results` only, never to escalations (see [learning](learning.md))",
+    )
+    shadow_model_revision: str | None = Field(None, description="as `TRIAGE_MODEL_REVISION`, for the shadow model")
+    shadow_calibration: str = Field("auto", description="as `TRIAGE_CALIBRATION`, for the shadow model")
+    max_text_chars: int = Field(20_000, ge=1, description="longer texts are dead-lettered as `text_too_long`")
+    dead_letter_max_ratio: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="the dead-letter guard trips when more than this share of the last 1,000 events was "
+        "dead-lettered; `1` turns this limit off (see [faults](faults.md#the-dead-letter-guard))",
+    )
+    dead_letter_max_consecutive: int = Field(
+        100, ge=0, description="... or when this many events in a row on one partition were; `0` turns this limit off"
+    )
+    store_text: Literal["all", "escalated", "none"] = Field(
+        "all",
+        description="where the text is kept (Postgres, escalations, results topic): `all`, `escalated` (only the "
+        "items a human reads), `none`; `true`/`false` mean `all`/`none`",
+    )
 
     # --- Behaviour ---------------------------------------------------------------------------
-    relay_batch_size: int = Field(500, ge=1)
-    # Published outbox rows are deleted this long after publishing: "72h", "3d", "2w", or "off".
-    outbox_retention: timedelta | None = timedelta(days=3)
-    # Results (in weekly partitions) are dropped a whole week at a time once older than this; off: kept.
-    results_retention: timedelta | None = None
-    retry_max_backoff_s: float = Field(10.0, gt=0, le=300)
-    shutdown_grace_s: float = Field(30.0, gt=0)
-    # /healthz answers 503 when the main loop has not polled for this long (a liveness probe restarts it).
-    health_stall_s: float = Field(120.0, gt=0)
-    # Before a rebalance moves partitions, how long the batches in hand may take to finish (and be
-    # committed); the rest are left to the next owner. Unset: half the poll interval, at most the grace.
-    revoke_drain_s: float | None = Field(None, gt=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # /metrics, /healthz and /readyz; 0 picks a free port (logged), "off" (or empty) turns them off.
-    metrics_port: int | None = Field(9108, ge=0, le=65535)
-    # The address they listen on: every interface (Prometheus and probes reach a container that way),
-    # or 127.0.0.1 on a host where only local clients should.
-    metrics_host: str = "0.0.0.0"
+    relay_batch_size: int = Field(500, ge=1, description="outbox rows published per relay round")
+    outbox_retention: timedelta | None = Field(
+        timedelta(days=3),
+        description="published outbox rows are deleted this long after publishing (`30m`, `72h`, `3d`, `2w`, or "
+        "`off`); unpublished rows never are",
+    )
+    results_retention: timedelta | None = Field(
+        None,
+        description="results older than this are dropped a whole week at a time (`90d`, `26w`, ...); the rollups "
+        "keep counting them",
+        json_schema_extra=unset("`off`"),
+    )
+    retry_max_backoff_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="longest wait between retries while PostgreSQL or the broker is down (the worker keeps its "
+        "partitions, paused, and commits nothing meanwhile)",
+    )
+    shutdown_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="after SIGTERM, how long the drain may take before the batches in hand are abandoned (not "
+        "committed)",
+    )
+    health_stall_s: float = Field(
+        120.0,
+        gt=0,
+        description="`/healthz` answers 503 once the main loop has not polled for this long (it answers 200 during "
+        "start-up and model loading), so a liveness probe restarts a wedged worker",
+    )
+    revoke_drain_s: float | None = Field(
+        None,
+        gt=0,
+        description="before a rebalance moves partitions, how long the batches in hand may take to finish and be "
+        "committed; the rest are never committed and the next owner replays them. Must be shorter than "
+        "`TRIAGE_KAFKA_SESSION_TIMEOUT_MS`: the drain runs on kafka-python's loop that sends heartbeats",
+        json_schema_extra=unset("half the session timeout, at most half the poll interval and the grace"),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR`"
+    )
+    metrics_port: int | None = Field(
+        9108,
+        ge=0,
+        le=65535,
+        description="port of `/metrics` (Prometheus), `/healthz` and `/readyz`; `0` picks a free port (logged as "
+        "`metrics_listening`), `off` turns the endpoint off",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",
+        description="address `/metrics`, `/healthz` and `/readyz` listen on; `127.0.0.1` where only local clients "
+        "should reach them. At most 16 connections at once, each dropped after 5 s of silence",
+    )
 
     @field_validator("store_text", mode="before")
     @classmethod
@@ -161,11 +222,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"{exc}, or off") from None
         return value
 
-    @field_validator("results_topic", mode="before")
-    @classmethod
-    def _optional_topic(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
     @field_validator("metrics_port", mode="before")
     @classmethod
     def _port_off(cls, value: object) -> object:
@@ -185,22 +241,6 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
-
-    @field_validator("input_topic", "escalation_topic", "dead_letter_topic", "results_topic")
-    @classmethod
-    def _kafka_topic_name(cls, value: str | None) -> str | None:
-        """A name Kafka refuses would fail every send of that kind, round after round: refuse it here."""
-        if value is not None and not TOPIC_NAME.fullmatch(value):
-            raise ValueError("a Kafka topic name is 1 to 249 of ASCII letters, digits, '.', '_' and '-'")
-        return value
-
-    @field_validator("passthrough_headers", mode="before")
-    @classmethod
-    def _header_names(cls, value: Any) -> Any:
-        """A comma-separated list (`traceparent,tracestate,x-correlation-id`); empty: none."""
-        if isinstance(value, str):
-            return tuple(name.strip() for name in value.split(",") if name.strip())
-        return value
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -276,26 +316,6 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg2://" + url[len(prefix) :]
         return url
 
-    def kafka_common(self) -> dict[str, Any]:
-        """Connection and security options shared by every kafka-python client."""
-        config: dict[str, Any] = {
-            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap_servers.split(",")],
-            "client_id": self.kafka_client_id,
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            config["sasl_mechanism"] = self.kafka_sasl_mechanism
-            config["sasl_plain_username"] = self.kafka_sasl_username
-            assert self.kafka_sasl_password is not None
-            config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, f"kafka_{name}")
-            if value:
-                config[name] = value
-        if self.kafka_ssl_password:
-            config["ssl_password"] = self.kafka_ssl_password.get_secret_value()
-        return config
-
     def as_env(self) -> dict[str, str]:
         """These settings as TRIAGE_* variables, to start a worker process with them (secrets included)."""
         env = {}
@@ -313,7 +333,7 @@ class Settings(BaseSettings):
             elif isinstance(value, bool):
                 value = str(value).lower()
             elif isinstance(value, timedelta):
-                value = f"{int(value.total_seconds() // 60)}m"
+                value = format_duration(value)
             env[f"TRIAGE_{name.upper()}"] = str(value)
         return env
 
@@ -352,28 +372,3 @@ class Settings(BaseSettings):
         dumped = self.model_dump(mode="json")
         dumped["database_url"] = "**********"
         return dumped
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from the environment, turning validation errors into one clear message.
-
-    With TRIAGE_SECRETS_DIR, a setting can also come from a file of that folder named after its
-    variable (`TRIAGE_DATABASE_URL`, any case), as Kubernetes and Docker mount secrets; a variable
-    in the environment wins over the file."""
-    secrets_dir = os.environ.get("TRIAGE_SECRETS_DIR")
-    if secrets_dir is not None and not os.path.isdir(secrets_dir):
-        raise SettingsError(f"invalid configuration:\n  TRIAGE_SECRETS_DIR: {secrets_dir!r} is not a folder")
-    try:
-        return Settings(**overrides, _secrets_dir=secrets_dir)
-    except ValidationError as exc:
-        raise SettingsError(describe(exc)) from None
-
-
-def describe(exc: ValidationError) -> str:
-    """Validation errors as one line per setting, each named by its variable."""
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
-        name = f"TRIAGE_{field.upper()}" if error["loc"] else "settings"
-        lines.append(f"  {name}: {error['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
