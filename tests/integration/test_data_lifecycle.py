@@ -51,7 +51,7 @@ def test_the_results_topic_carries_every_stored_result_once(
         "relayed",
     )
     worker.stop()
-    schema = json.loads((SCHEMAS / "triage-result.v1.json").read_text())
+    schema = json.loads((SCHEMAS / "triage-result.v2.json").read_text())
     published = [json.loads(r.value) for r in read_topic(broker.bootstrap_servers, RESULTS)]
     for payload in published:
         jsonschema.validate(payload, schema)

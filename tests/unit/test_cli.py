@@ -40,9 +40,9 @@ def test_schemas_verb_writes_files(tmp_path: Path) -> None:
     assert main(["schemas", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "dead-letter.v1.json",
-        "escalation-event.v1.json",
+        "escalation-event.v2.json",
         "feedback-event.v1.json",
-        "triage-result.v1.json",
+        "triage-result.v2.json",
     ]
 
 

@@ -1,7 +1,10 @@
 """Wire contract: the pydantic models of every event the worker reads or writes.
 
-`schemas/*.json` are generated from these models (`triage-worker schemas`), and a test keeps
-them in step. Version suffixes (`.v1`) change only with a breaking change to a model.
+`schemas/*.json` are generated from these models (`triage-worker schemas`), and a test keeps them in
+step. A version (`.v2`) is a promise to its consumers: `schemas/released/` keeps every version as it
+was first published, and a test fails when a model changes in a way its released version's consumers
+would refuse (see compatibility). Such a change is a new version, published beside the old one. Every
+message the worker writes names its version in a `triage.schema` header.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 from worker.contracts.errors import ErrorClass
 from worker.contracts.values import EscalationReason
 
+SCHEMA_HEADER = "triage.schema"  # on every message the worker writes: the version of its schema
+ORIGIN_HEADER = "triage.origin"  # on a replayed record: where it was first consumed, topic:partition:offset
+# A record's bytes on the wire beyond its key, value and headers (the v2 batch header and the varints),
+# rounded up, so that what `message_bytes` admits fits a limit the broker checks on the whole batch.
+RECORD_OVERHEAD_BYTES = 128
 EVENT_ID_MAX_CHARS = 256
 SHORT_FIELD_MAX_CHARS = 256
 
@@ -47,11 +55,11 @@ class FeedbackEvent(BaseModel):
 
 
 class EscalationEvent(BaseModel):
-    """`escalation-event.v1`: a result a human should look at; key = event_id."""
+    """`escalation-event.v2`: a result a human should look at; key = event_id. (v1 had no `audit` reason.)"""
 
     model_config = ConfigDict(
-        title="escalation-event.v1",
-        json_schema_extra={"$id": "escalation-event.v1.json"},
+        title="escalation-event.v2",
+        json_schema_extra={"$id": "escalation-event.v2.json"},
     )
 
     event_id: str
@@ -74,11 +82,12 @@ class EscalationEvent(BaseModel):
 
 
 class TriageResult(BaseModel):
-    """`triage-result.v1`: every stored result, for pipelines downstream (TRIAGE_RESULTS_TOPIC); key = event_id."""
+    """`triage-result.v2`: every stored result, for pipelines downstream (TRIAGE_RESULTS_TOPIC); key = event_id.
+    (v1 had no `audit` reason.)"""
 
     model_config = ConfigDict(
-        title="triage-result.v1",
-        json_schema_extra={"$id": "triage-result.v1.json"},
+        title="triage-result.v2",
+        json_schema_extra={"$id": "triage-result.v2.json"},
     )
 
     event_id: str
@@ -133,14 +142,43 @@ class DeadLetterHeaders(BaseModel):
         alias="triage.value.omitted_bytes",
         description="Set when the value was too large to send: its size in bytes; the value is then null.",
     )
+    headers_omitted: str | None = Field(
+        None,
+        alias="triage.headers.omitted",
+        description="Set when the record's own headers were too large to send too: how many were left out.",
+    )
+    reduced: str | None = Field(
+        None,
+        alias="triage.reduced",
+        description="'minimal' when nothing but the error class and the source position fitted: key, value, "
+        "message and the record's headers are left out.",
+    )
+    origin: str | None = Field(
+        None,
+        alias=ORIGIN_HEADER,
+        description="A replayed record's first place, 'topic:partition:offset' (see deadletters replay).",
+    )
+    schema_version: str | None = Field(None, alias=SCHEMA_HEADER, description="'dead-letter.v1'.")
 
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "feedback-event.v1.json": FeedbackEvent,
-    "escalation-event.v1.json": EscalationEvent,
-    "triage-result.v1.json": TriageResult,
+    "escalation-event.v2.json": EscalationEvent,
+    "triage-result.v2.json": TriageResult,
     "dead-letter.v1.json": DeadLetterHeaders,
 }
+WRITTEN = {"escalation-event", "triage-result", "dead-letter"}  # the worker writes these; it reads feedback-event
+
+
+def version_of(model: type[BaseModel]) -> str:
+    """The version a message of `model` names in its `triage.schema` header: `escalation-event.v2`."""
+    return str(model.model_config.get("title"))
+
+
+def message_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """An upper bound of a record's size as the broker's message.max.bytes counts it."""
+    header_bytes = sum(len(name.encode()) + len(data) + 10 for name, data in headers)
+    return RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"") + header_bytes
 
 
 def render_schema(model: type[BaseModel]) -> str:
