@@ -198,3 +198,34 @@ def test_the_unpublished_outbox_is_measured_per_kind_and_exported(database_url: 
     housekeeping.watch_outbox()
     assert housekeeping.unpublished == {"escalation": type(escalations)(0, 0.0), "result": type(escalations)(0, 0.0)}
     engine.dispose()
+
+
+def test_rows_a_broker_with_a_lower_limit_refuses_are_parked_and_the_rest_flow(
+    broker: LocalBroker, database_url: str
+) -> None:
+    """The store cuts what it publishes to TRIAGE_KAFKA_MAX_MESSAGE_BYTES; a broker whose own limit is
+    lower refuses the large ones for good. They are parked with the reason, counted by the
+    housekeeping's watch, and the small ones behind them are published in the same round."""
+    from kafka import KafkaProducer
+
+    from worker.runtime.postgres.housekeeping import Housekeeping
+
+    engine = create_engine(database_url)
+    store = ResultStore(engine, topics={"escalation": ESCALATIONS}, max_message_bytes=1_048_576)
+    store.write([result(f"big-{i}", "negative", 0.9, text_=f"{i} " + "long " * 40_000) for i in range(3)])
+    store.write([result(f"small-{i}", "negative", 0.9) for i in range(5)])
+    limited = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", max_request_size=64 * 1024)
+    relay = OutboxRelay(OutboxTable(engine), KafkaPublisher(limited), {"escalation": ESCALATIONS})
+    assert relay.publish_all() == {"escalation": 5}
+    parked = rows(database_url, "select event_id, parked_reason from escalation_outbox where parked_at is not null")
+    assert sorted(event_id for event_id, _ in parked) == ["big-0", "big-1", "big-2"]
+    assert all("MessageSizeTooLarge" in reason for _, reason in parked)
+    assert sorted(m.key.decode() for m in read_topic(broker.bootstrap_servers, ESCALATIONS)) == [
+        f"small-{i}" for i in range(5)
+    ]
+    assert relay.publish_all() == {"escalation": 0}  # parked rows are not tried again
+    housekeeping = Housekeeping(engine, ResultPartitions(engine, None), None)
+    housekeeping.watch_outbox()
+    assert housekeeping.unpublished["escalation"].parked == 3 and housekeeping.unpublished["escalation"].rows == 0
+    limited.close()
+    engine.dispose()

@@ -88,3 +88,52 @@ def test_a_dead_letter_keeps_the_records_own_headers_ahead_of_ours() -> None:
     headers = dead_letter_headers(Rejection(record, ErrorClass.INVALID_JSON, "not JSON"))
     assert headers[:2] == [("traceparent", b"00-1-2-01"), ("triage.replay.count", b"2")]
     assert [v for k, v in headers if k == "triage.error.class"] == [b"invalid_json"]  # ours, not the producer's
+
+
+def test_a_dead_letter_whose_headers_alone_are_too_large_is_reduced_step_by_step_never_retried() -> None:
+    """One input record whose own headers, with ours added, exceed the limit once wedged the worker:
+    undeliverable in both forms, it was sent again and reported unavailable for ever."""
+    broker = Broker(max_bytes=100_000)
+    reduced: list[str] = []
+    sink = DeadLetterSink(broker, "dlq", max_message_bytes=2_000, on_reduced=reduced.append)  # type: ignore[arg-type]
+    huge_headers = (("x-big", b"h" * 1_900), ("traceparent", b"00-abc-def-01"))
+    record = RawRecord("in", 3, 9, b"key", b"v" * 1_000, headers=huge_headers)
+    sink.send([Rejection(record, ErrorClass.INVALID_JSON, "not JSON"), rejection(b"small", offset=10)])
+    assert sink.flush() == []
+    first, second = broker.stored
+    assert first["value"] is None and "x-big" not in first["headers"] and "traceparent" not in first["headers"]
+    assert (
+        first["headers"]["triage.headers.omitted"] == b"2" and first["headers"]["triage.value.omitted_bytes"] == b"1000"
+    )
+    assert (
+        first["headers"]["triage.source.offset"] == b"9" and first["headers"]["triage.error.class"] == b"invalid_json"
+    )
+    assert second["value"] == b"small"
+    assert reduced == ["without_their_headers"]
+
+
+def test_what_no_form_fits_ends_minimal_or_counted_dropped() -> None:
+    broker = Broker(max_bytes=100_000)
+    reduced: list[str] = []
+    sink = DeadLetterSink(broker, "dlq", max_message_bytes=400, on_reduced=reduced.append)  # type: ignore[arg-type]
+    long_reason = Rejection(RawRecord("in", 0, 1, b"k" * 300, b"v"), ErrorClass.INVALID_EVENT, "m" * 2_000)
+    sink.send([long_reason])
+    assert sink.flush() == []
+    [minimal] = broker.stored
+    assert minimal["key"] is None and minimal["value"] is None and minimal["headers"]["triage.reduced"] == b"minimal"
+    assert set(minimal["headers"]) == {
+        "triage.error.class", "triage.source.topic", "triage.source.partition", "triage.source.offset",
+        "triage.schema", "triage.reduced",
+    }  # fmt: skip
+    tiny = DeadLetterSink(broker, "dlq", max_message_bytes=100, on_reduced=reduced.append)  # type: ignore[arg-type]
+    tiny.send([long_reason])
+    assert tiny.flush() == []  # not even its place fits: counted, dropped, never an outage
+    assert reduced == ["minimal", "dropped"] and len(broker.stored) == 1
+
+
+def test_a_broker_whose_limit_is_lower_than_ours_gets_the_smaller_forms_it_answers_for() -> None:
+    broker = Broker(max_bytes=10)  # refuses every value over 10 bytes, as its message.max.bytes says
+    sink = DeadLetterSink(broker, "dlq")  # type: ignore[arg-type]
+    sink.send([rejection(b"x" * 50)])
+    assert sink.flush() == []
+    assert broker.stored[0]["value"] is None

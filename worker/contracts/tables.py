@@ -93,6 +93,8 @@ escalation_outbox = Table(
     Column("published_at", DateTime(timezone=True)),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text),
+    Column("parked_at", DateTime(timezone=True)),  # the broker refuses it for good: set aside (0010)
+    Column("parked_reason", Text),
 )
 
 # The store's counts, folded in by worker.runtime.postgres.rollups; read via sentiment_rollup_live.

@@ -25,10 +25,12 @@ log = get_logger("worker.background")
 
 @dataclass(frozen=True)
 class Unpublished:
-    """Outbox rows of one kind not yet acknowledged by the broker, and how long the oldest has waited."""
+    """Outbox rows of one kind not yet acknowledged by the broker, and how long the oldest has waited;
+    and the rows set aside because the broker refuses them for good (parked)."""
 
     rows: int
     oldest_s: float  # 0 when there are none
+    parked: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -132,13 +132,16 @@ class Claim(Protocol):
 
     def failed(self, ids: Sequence[int], error: str | None) -> None: ...
 
+    def parked(self, reasons: Mapping[int, str], at: datetime) -> None:
+        """Set rows aside for good, each with its reason: no claim returns them again."""
+
 
 class Outbox(Protocol):
     """The outbox table (called on the relay's thread)."""
 
     def claim(self, kind: str, topic: str, limit: int) -> AbstractContextManager[Claim]:
         """Up to `limit` of the oldest pending rows of `kind` for `topic` (rows that name no topic
-        too), locked against other relays until the block ends. Raises retry.Unavailable when the
+        too; never a parked row), locked against other relays until the block ends. Raises retry.Unavailable when the
         database cannot be reached, naming no statement parameter."""
 
 
@@ -153,16 +156,18 @@ class Message(Generic[T]):
 @dataclass(frozen=True)
 class Published(Generic[T]):
     delivered: list[T]
-    undelivered: list[T]
+    undelivered: list[T]  # to try again
     last_error: str | None
+    refused: list[tuple[T, str]] = field(default_factory=list)  # for good (too large, invalid), with the reason
 
 
 class Publisher(Protocol):
     """Messages to a topic (called on the relay's thread)."""
 
     def publish(self, topic: str, messages: Sequence[Message[Any]]) -> Published[Any]:
-        """Send every message and wait a bounded time for the broker; returns which it acknowledged
-        and which not (with the last error). Never raises for a broker that is down."""
+        """Send every message and wait a bounded time for the broker; returns which it acknowledged,
+        which not (with the last error), and which it will never take (with its reason). Never raises
+        for a broker that is down."""
 
 
 class Observer(Protocol):

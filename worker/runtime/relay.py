@@ -10,6 +10,10 @@ stay pending and are retried on the next round. Delivery is at least once: consu
 on the message key (the event_id). Rows of a kind with no topic (results left from a time when a
 results topic was set) wait for one.
 
+A row the broker refuses for good (too large for the topic, or invalid) is parked with the broker's
+reason (migration 0010), logged as `outbox_row_parked`, counted (`triage_outbox_parked`) and alerted
+on, and the rows behind it go on: it never heads every batch again.
+
 Each row names its topic (migration 0008), and a relay publishes only rows for its own topics, so
 two deployments on one database never publish each other's rows. Each kind is published on its
 own: a kind whose topic fails (a results topic that does not exist, say) backs off, up to
@@ -25,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from worker.contracts.wire import SCHEMA_HEADER, EscalationEvent, TriageResult, version_of
 from worker.logs import get_logger
 from worker.runtime.background import Periodic
 from worker.runtime.batches import StageName
@@ -39,14 +44,17 @@ KIND_BACKOFF_MAX_S = 30.0
 EVENT_ID_HEADER = "triage.event_id"
 # How each outbox kind is named in logs: `escalations_published`, `results_published`, ...
 PLURAL = {"escalation": "escalations", "result": "results"}
+SCHEMAS = {"escalation": version_of(EscalationEvent), "result": version_of(TriageResult)}
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One batch of outbox rows of one kind handed to the broker: how many it acknowledged, how many not."""
+    """One batch of outbox rows of one kind handed to the broker: how many it acknowledged, how many not
+    (tried again), how many it refuses for good (parked)."""
 
     published: int
     failed: int
+    parked: int = 0
 
 
 class OutboxRelay:
@@ -78,7 +86,7 @@ class OutboxRelay:
                     row.id,
                     row.event_id.encode("utf-8"),
                     row.payload.encode("utf-8"),
-                    message_headers(row.event_id, row.headers),
+                    message_headers(row.event_id, kind, row.headers),
                 )
                 for row in claim.rows
             ]
@@ -91,7 +99,12 @@ class OutboxRelay:
                     self.on_delivered(kind, (now - row.source_time).total_seconds())
             claim.published(published.delivered, now)
             claim.failed(published.undelivered, published.last_error)
-        return Delivery(len(published.delivered), len(published.undelivered))
+            if published.refused:
+                claim.parked(dict(published.refused), now)
+                by_id = {row.id: row.event_id for row in claim.rows}
+                for row_id, reason in published.refused:
+                    log.error("outbox_row_parked", kind=kind, event_id=by_id[row_id], reason=reason[:300])
+        return Delivery(len(published.delivered), len(published.undelivered), len(published.refused))
 
     def publish_all(self) -> dict[str, int]:
         """Publish every kind whose turn it is; returns what was published, by kind."""
@@ -120,7 +133,7 @@ class OutboxRelay:
                 if delivery.failed:
                     log.warning(f"{name}_unpublished", count=delivery.failed, topic=self.topics[kind])
                     return total, False
-                if not delivery.published:
+                if not delivery.published and not delivery.parked:
                     return total, True
         except Unavailable as exc:  # the database is away: the outbox keeps the rows for the next round
             log.warning("relay_failed", kind=kind, error=str(exc))
@@ -129,10 +142,12 @@ class OutboxRelay:
         return total, False
 
 
-def message_headers(event_id: str, passthrough: Mapping[str, str] | None) -> tuple[tuple[str, bytes], ...]:
-    """Every message names its event (`triage.event_id`) and carries the input headers kept for it."""
-    headers = [(EVENT_ID_HEADER, event_id.encode("utf-8"))]
-    headers += [(name, value.encode("utf-8")) for name, value in (passthrough or {}).items()]
+def message_headers(event_id: str, kind: str, kept: Mapping[str, str] | None) -> tuple[tuple[str, bytes], ...]:
+    """Every message names its event (`triage.event_id`) and its schema's version (`triage.schema`), and
+    carries the headers kept with its row: the input's (TRIAGE_PASSTHROUGH_HEADERS), and what the store
+    cut to fit (see postgres/payloads)."""
+    headers = [(EVENT_ID_HEADER, event_id.encode("utf-8")), (SCHEMA_HEADER, SCHEMAS[kind].encode())]
+    headers += [(name, value.encode("utf-8")) for name, value in (kept or {}).items()]
     return tuple(headers)
 
 

@@ -1,7 +1,8 @@
 """Delivery: wait for the broker to acknowledge records already handed to the producer.
 
-Shared by the dead-letter sink and the escalation relay: flush with a time limit, then split what
-was sent into delivered and undelivered, keeping the last error for the record.
+Shared by the dead-letter sink and the relay's publisher: flush with a time limit, then split what
+was sent into delivered, undelivered (try again) and refused for good (too large, invalid: trying
+again cannot help), keeping the last error for the record.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 T = TypeVar("T")
+TOO_LARGE = {10, 18}  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE: the broker (or the producer) will never take it
+REFUSED_FOR_GOOD = TOO_LARGE | {87}  # and INVALID_RECORD: sending it again cannot help
 
 
 def outcomes(
@@ -38,16 +41,23 @@ def outcomes(
 
 def await_delivery(
     producer: KafkaProducer, pending: list[tuple[T, FutureRecordMetadata | None]], timeout_s: float
-) -> tuple[list[T], list[T], str | None]:
-    """Returns (delivered, undelivered, last error). A None future is a send that never started."""
-    delivered, undelivered, last_error = [], [], None
+) -> tuple[list[T], list[T], list[tuple[T, str]], str | None]:
+    """Returns (delivered, undelivered, refused for good with the broker's reason, last error). A None
+    future is a send that never started."""
+    delivered, undelivered, refused, last_error = [], [], [], None
     for (item, ok, exc), (_, future) in zip(outcomes(producer, pending, timeout_s), pending, strict=True):
         if ok:
             delivered.append(item)
-            continue
-        undelivered.append(item)
-        if exc is not None:
-            last_error = f"{type(exc).__name__}: {exc}"[:1000]
-        elif future is not None:
-            last_error = f"not acknowledged within {timeout_s}s"
-    return delivered, undelivered, last_error
+        elif getattr(exc, "errno", None) in REFUSED_FOR_GOOD:
+            refused.append((item, describe(exc)))
+        else:
+            undelivered.append(item)
+            if exc is not None:
+                last_error = describe(exc)
+            elif future is not None:
+                last_error = f"not acknowledged within {timeout_s}s"
+    return delivered, undelivered, refused, last_error
+
+
+def describe(exc: BaseException | None) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]

@@ -2,7 +2,8 @@
 
     every FOLD_INTERVAL_S (1 s):      fold the store's pending rollup counts into the hourly rollups (rollups)
     every WATCH_INTERVAL_S (5 s):     count the unpublished outbox rows per kind and the oldest one's age
-                                      (`triage_outbox_unpublished`, `triage_outbox_oldest_unpublished_seconds`)
+                                      (`triage_outbox_unpublished`, `triage_outbox_oldest_unpublished_seconds`),
+                                      and the parked ones (`triage_outbox_parked`: the broker refused them for good)
     every TIDY_INTERVAL_S (60 s),     delete outbox rows published longer ago than TRIAGE_OUTBOX_RETENTION,
     and once at start:                create this week's and next week's results partition,
                                       drop the weeks older than TRIAGE_RESULTS_RETENTION (partitions)
@@ -38,7 +39,9 @@ log = get_logger("worker.housekeeping")
 TIDY_INTERVAL_S = 60.0
 WATCH_INTERVAL_S = 5.0
 UNPUBLISHED = """
-    SELECT kind, count(*), coalesce(extract(epoch from now() - min(created_at)), 0)
+    SELECT kind, count(*) FILTER (WHERE parked_at IS NULL),
+           coalesce(extract(epoch from now() - min(created_at) FILTER (WHERE parked_at IS NULL)), 0),
+           count(*) FILTER (WHERE parked_at IS NOT NULL)
     FROM escalation_outbox WHERE published_at IS NULL GROUP BY kind
 """
 TIDY_BUDGET_S = 20.0
@@ -126,10 +129,11 @@ class Housekeeping:
         """Uses the outbox's partial index on unpublished rows: cheap while the relay keeps up."""
         with self.engine.connect() as connection:
             found = {
-                kind: Unpublished(int(rows), float(age)) for kind, rows, age in connection.execute(text(UNPUBLISHED))
+                kind: Unpublished(int(rows), float(age), int(parked))
+                for kind, rows, age, parked in connection.execute(text(UNPUBLISHED))
             }
         self.unpublished = {
-            kind: found.get(kind, Unpublished(0, 0.0)) for kind in {*self.unpublished, *found, "escalation"}
+            kind: found.get(kind, Unpublished(0, 0.0, 0)) for kind in {*self.unpublished, *found, "escalation"}
         }
 
     def prune_outbox(self) -> None:

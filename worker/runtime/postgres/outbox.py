@@ -4,14 +4,15 @@
 deployment's topic with `FOR UPDATE SKIP LOCKED` (so several workers relay at once without sending
 the same row twice in the normal case), and hands them over with their payload as JSONB's own text,
 never parsed and re-serialised. Marks made on the claim land when the block ends, in the same
-transaction; an exception in the block rolls them back and the rows stay pending. A database error
+transaction; an exception in the block rolls them back and the rows stay pending. A parked row (the
+broker refuses it for good, migration 0010) is never claimed again. A database error
 comes out as `Unavailable` naming only its class and SQLSTATE: a statement's parameters may hold
 customer text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -25,28 +26,27 @@ from worker.runtime.retry import Unavailable
 
 
 class Claim:
-    """Rows locked for one relay round, and the marks to make on them."""
+    """Rows locked for one relay round, and the marks to make on them (every mark counts an attempt)."""
 
     def __init__(self, connection: Connection, rows: Sequence[OutboxRow]) -> None:
         self.connection = connection
         self.rows = list(rows)
 
     def published(self, ids: Sequence[int], at: datetime) -> None:
-        if ids:
-            outbox = escalation_outbox.c
-            self.connection.execute(
-                update(escalation_outbox)
-                .where(outbox.id.in_(ids))
-                .values(published_at=at, attempts=outbox.attempts + 1)
-            )
+        self._mark(ids, published_at=at)
 
     def failed(self, ids: Sequence[int], error: str | None) -> None:
+        self._mark(ids, last_error=error)
+
+    def parked(self, reasons: Mapping[int, str], at: datetime) -> None:
+        for row_id, reason in reasons.items():  # rare: one statement each
+            self._mark([row_id], parked_at=at, parked_reason=reason[:1000], last_error=reason[:1000])
+
+    def _mark(self, ids: Sequence[int], **values: object) -> None:
         if ids:
             outbox = escalation_outbox.c
             self.connection.execute(
-                update(escalation_outbox)
-                .where(outbox.id.in_(ids))
-                .values(attempts=outbox.attempts + 1, last_error=error)
+                update(escalation_outbox).where(outbox.id.in_(ids)).values(attempts=outbox.attempts + 1, **values)
             )
 
 
@@ -69,6 +69,7 @@ class OutboxTable:
                     )
                     .where(
                         outbox.published_at.is_(None),
+                        outbox.parked_at.is_(None),
                         outbox.kind == kind,
                         or_(outbox.topic.is_(None), outbox.topic == topic),  # this deployment's rows only
                     )

@@ -38,8 +38,8 @@ from sqlalchemy.exc import DBAPIError
 
 from worker.contracts.tables import feedback_results, shadow_results
 from worker.contracts.values import ClassifiedItem, Refusal, StoreOutcome, StoreText
-from worker.contracts.wire import EscalationEvent, TriageResult
 from worker.runtime.postgres.errors import DatabaseMisconfigured, Kind, classify
+from worker.runtime.postgres.payloads import escalation_event, fitted, shadow_row, shared_fields, triage_result
 from worker.runtime.retry import Unavailable
 
 # The columns the worker writes, in COPY order: all of the table's but the key, the generated
@@ -102,59 +102,6 @@ SELECT (SELECT coalesce(array_agg(event_id), '{{}}') FROM inserted),
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def shared_fields(result: ClassifiedItem, include_text: bool) -> dict[str, Any]:
-    """The fields a result row, an escalation and a published result all carry, under the same names."""
-    item, prediction = result.item, result.prediction
-    return {
-        "event_id": item.event_id,
-        "label": prediction.label,
-        "score": prediction.score,
-        "model": result.model,
-        "model_revision": result.model_revision,
-        "source": item.source,
-        "product": item.product,
-        "customer_id": item.customer_id,
-        "created_at": item.created_at,
-        "text": item.text if include_text else None,
-        "metadata": item.metadata,
-    }
-
-
-def shadow_row(result: ClassifiedItem) -> dict[str, object] | None:
-    """The shadow candidate's answer as a `shadow_results` row (without the key columns), or None."""
-    shadow = result.shadow
-    if shadow is None:
-        return None
-    return {
-        "model": shadow.model,
-        "model_revision": shadow.model_revision,
-        "calibration": shadow.calibration,
-        "label": shadow.prediction.label,
-        "score": shadow.prediction.score,
-        "negative_prob": shadow.prediction.negative_prob,
-        "escalated": shadow.decision.escalate,
-        "escalation_reason": shadow.decision.reason,
-    }
-
-
-def escalation_event(result: ClassifiedItem, escalated_at: datetime, include_text: bool) -> EscalationEvent:
-    """The message for the reviewers: an escalation, or an audit-sample item (reason `audit`)."""
-    reason = result.decision.reason or ("audit" if result.decision.audit else None)
-    assert reason is not None
-    return EscalationEvent(**shared_fields(result, include_text), reason=reason, escalated_at=escalated_at)
-
-
-def triage_result(result: ClassifiedItem, processed_at: datetime, include_text: bool) -> dict[str, object]:
-    """The `triage-result.v1` payload of a result, as JSON-ready values."""
-    return TriageResult(
-        **shared_fields(result, include_text),
-        negative_prob=result.prediction.negative_prob,
-        escalated=result.decision.escalate,
-        reason=result.decision.reason,
-        processed_at=processed_at,
-    ).model_dump(mode="json")
-
-
 class ResultStore:
     def __init__(
         self,
@@ -163,8 +110,10 @@ class ResultStore:
         store_text: StoreText = "all",
         publish_results: bool = False,
         topics: Mapping[str, str] | None = None,
+        max_message_bytes: int = 1_048_576,
     ) -> None:
         self.engine = engine
+        self.max_message_bytes = max_message_bytes  # the topics' limit (TRIAGE_KAFKA_MAX_MESSAGE_BYTES)
         self.store_text = store_text
         self.publish_results = publish_results  # an outbox row of kind `result` for every result
         self.topics = dict(topics or {})  # outbox kind -> the topic each row names (see relay)
@@ -183,7 +132,10 @@ class ResultStore:
             return StoreOutcome(0, 0, tuple(duplicates))
         now = now or datetime.now(timezone.utc)
         inserted, escalations, refused = self._write_isolating(list(unique.values()), now)
-        audits = sum(1 for r in unique.values() if r.decision.audit and r.item.event_id in inserted)
+        # Audit items sent to the reviewers because they were drawn (an escalated one drawn goes anyway).
+        audits = sum(
+            1 for r in unique.values() if r.decision.audit and not r.decision.escalate and r.item.event_id in inserted
+        )
         duplicates.extend(
             event_id
             for event_id in unique
@@ -215,10 +167,8 @@ class ResultStore:
         staged = io.StringIO()
         for result in results:
             row = self._row(result, now)
-            escalation = self._escalation_payload(result, now)
-            outcome = triage_result(result, now, self.keeps_text(result)) if self.publish_results else None
+            escalation, outcome, headers = self._messages(result, now)
             shadow = shadow_row(result)
-            headers = result.item.headers
             staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome, shadow, headers]))
         staged.seek(0)
         with self.engine.begin() as connection:
@@ -254,10 +204,19 @@ class ResultStore:
             "schema_id": result.item.schema_id,
         }
 
-    def _escalation_payload(self, result: ClassifiedItem, now: datetime) -> dict[str, object] | None:
-        if not (result.decision.escalate or result.decision.audit):
-            return None
-        return escalation_event(result, now, self.keeps_text(result)).model_dump(mode="json")
+    def _messages(
+        self, result: ClassifiedItem, now: datetime
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, str] | None]:
+        """The escalation and the published result of `result` (None where there is none), cut to fit
+        the topics' message limit, and the headers they go with (see payloads)."""
+        keeps = self.keeps_text(result)
+        sent = result.decision.escalate or result.decision.audit
+        escalation = escalation_event(result, now, keeps).model_dump(mode="json") if sent else None
+        outcome = triage_result(result, now, keeps) if self.publish_results else None
+        present = {kind: p for kind, p in (("escalation", escalation), ("result", outcome)) if p is not None}
+        cut, headers = fitted(result, list(present.values()), result.item.headers, self.max_message_bytes)
+        by_kind = dict(zip(present, cut, strict=True))
+        return by_kind.get("escalation"), by_kind.get("result"), headers
 
     def keeps_text(self, result: ClassifiedItem) -> bool:
         """TRIAGE_STORE_TEXT: every text, only escalated ones (the ones a human reads), or none."""
