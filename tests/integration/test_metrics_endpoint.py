@@ -32,7 +32,8 @@ def test_metrics_health_and_readiness(
     events.append((None, b"not json"))
     produce(broker.bootstrap_servers, events)
     port = free_port()
-    worker = start_worker(TRIAGE_METRICS_PORT=str(port))
+    # A shadow candidate that cannot be loaded once stopped the served model at start-up (exit 2).
+    worker = start_worker(TRIAGE_METRICS_PORT=str(port), TRIAGE_SHADOW_MODEL="/no/such/candidate")
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: get(f"{base}/healthz")[0] == 200, 60, "/healthz")
     wait_until(lambda: scalar(database_url, "select count(*) from feedback_results") == 30, 120, "rows stored")
@@ -53,5 +54,11 @@ def test_metrics_health_and_readiness(
     status, body = get(f"{base}/readyz")
     checks = {"database": True, "schema": True, "broker": True, "model": True, "dead_letter_guard": True}
     assert status == 200 and json.loads(body)["checks"] == checks
+    assert json.loads(body)["reasons"]["shadow"].startswith(
+        "off: ModelLoadError: cannot load model '/no/such/candidate'"
+    )
+    assert sample("triage_shadow_model_loaded") == 0
+    assert sample("triage_main_loop_last_poll_timestamp_seconds") > 0 and sample("triage_model_loaded") == 1
     assert worker.stop() == 0
+    assert '"shadow_disabled"' in worker.logs()
     assert '"metrics_listening"' in worker.logs()

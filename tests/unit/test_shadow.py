@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from tests.unit.fakes import FakeModel
 from worker.contracts.inference import Answer, Inference, InferenceStats
@@ -56,3 +57,30 @@ def test_the_shadow_answers_every_item_and_decides_nothing() -> None:
 def test_without_a_shadow_nothing_is_attached() -> None:
     inferred = InferStage(FakeModel(), TriagePolicy(0.6)).process(batch(["fine", "bad"]))
     assert [c.shadow for c in inferred.classified] == [None, None]
+
+
+class Broken(Contrarian):
+    """A candidate whose runtime fails on every batch, as ONNX Runtime did: `RuntimeError [ONNXRuntimeError]`."""
+
+    def classify(self, encoded: list[str]) -> Inference:
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code")
+
+
+def test_a_shadow_that_fails_leaves_serving_alone_and_is_counted() -> None:
+    failures: list[BaseException] = []
+    stage = InferStage(FakeModel(), TriagePolicy(0.6), Shadow(Broken(), TriagePolicy(0.6), failures.append))
+    inferred = stage.process(batch(["fine", "bad one"]))
+    assert [c.prediction.label for c in inferred.classified] == ["positive", "negative"]  # served as ever
+    assert [c.shadow for c in inferred.classified] == [None, None]  # no shadow rows for this batch
+    assert len(failures) == 1 and isinstance(failures[0], RuntimeError)
+
+
+def test_a_shadow_candidate_that_cannot_load_leaves_the_worker_serving(tmp_path: Path) -> None:
+    from worker.runtime.service.metrics import Metrics
+    from worker.runtime.wiring import build_shadow
+    from worker.settings import Settings
+
+    metrics = Metrics()
+    shadow, reason = build_shadow(Settings(shadow_model=str(tmp_path / "no-such-model"), device="cpu"), metrics)
+    assert shadow is None and reason is not None and "no such model directory" in reason
+    assert metrics.shadow_loaded._value.get() == 0  # noqa: SLF001 - the gauge /metrics serves

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from worker.contracts.errors import ErrorClass
@@ -26,6 +26,7 @@ from worker.contracts.values import (
     Rejection,
     ShadowAnswer,
 )
+from worker.logs import get_logger
 from worker.runtime.batches import Decoded, Inferred, Polled, StageName, Stored, Tokenized, timed
 from worker.runtime.decode import Decoder
 from worker.runtime.failpoints import failpoint
@@ -33,6 +34,7 @@ from worker.runtime.ports import DeadLetters, ResultWriter
 from worker.runtime.retry import Backoff, Unavailable, retry
 from worker.runtime.triage import TriagePolicy
 
+log = get_logger("worker.stages")
 E = TypeVar("E")  # the model's encoded passes, handed from tokenize to infer unchanged
 
 
@@ -69,15 +71,32 @@ class TokenizeStage(Generic[E]):
 
 class Shadow:
     """A candidate model run beside the served one on the same texts (TRIAGE_SHADOW_MODEL). Its answers
-    are kept with each item and stored apart; they never escalate and never change a stored result."""
+    are kept with each item and stored apart; they never escalate and never change a stored result.
 
-    def __init__(self, model: Model[Any], policy: TriagePolicy) -> None:
+    It is best effort: whatever the candidate raises is logged (`shadow_failed`, the error's class and
+    message, never a text), counted through `on_failure`, and that batch simply has no shadow answers;
+    serving goes on."""
+
+    def __init__(
+        self, model: Model[Any], policy: TriagePolicy, on_failure: Callable[[BaseException], None] = lambda exc: None
+    ) -> None:
         self.model = model
         self.policy = policy
+        self.on_failure = on_failure
 
     def answer(self, items: Sequence[FeedbackItem]) -> list[ShadowAnswer | None]:
-        """One answer per item, None where the candidate could not classify the text."""
-        inference = self.model.classify(self.model.encode([item.text for item in items]))
+        """One answer per item, None where the candidate could not classify the text (or failed)."""
+        try:
+            inference = self.model.classify(self.model.encode([item.text for item in items]))
+        except Exception as exc:  # noqa: BLE001 - the candidate must never take serving down
+            log.warning(
+                "shadow_failed",
+                error=type(exc).__name__,
+                message=str(exc).splitlines()[0][:200] if str(exc) else "",
+                items=len(items),
+            )
+            self.on_failure(exc)
+            return [None] * len(items)
         return [
             None
             if isinstance(answer, ClassificationFailure)

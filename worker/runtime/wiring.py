@@ -8,6 +8,7 @@ is imported only when a classifier is built, so verbs that need none start quick
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 log = get_logger("worker.wiring")
 
-PRODUCER_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # dead letters carry whatever the input topic held
 PRODUCER_BATCH_BYTES = 256 * 1024  # escalations carry the text (~1.3 kB): 16 kB batches meant a request per dozen
 # Both clients contact a broker as they are built; an unreachable one is reported (and retried with
 # backoff, see build_runner) after this long instead of kafka-python's 30 s.
@@ -84,23 +84,35 @@ def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriageP
     """TRIAGE_LOW_CONFIDENCE_THRESHOLD when it is set; else the calibration's chosen threshold; else 0.60."""
     chosen = classifier.calibration.threshold if classifier.calibration else None
     threshold = settings.low_confidence_threshold if settings.threshold_is_explicit() or chosen is None else chosen
-    return TriagePolicy(threshold, settings.audit_sample_rate)
+    return TriagePolicy(threshold, settings.audit_sample_rate, settings.audit_scope)
 
 
 def build_schema_check(settings: Settings) -> Callable[[int], bool] | None:
     """With TRIAGE_SCHEMA_REGISTRY_URL: whether the registry knows a framed value's schema id (cached)."""
     if settings.schema_registry_url is None:
         return None
-    return SchemaRegistry(settings.schema_registry_url.get_secret_value()).knows
+    auth = settings.schema_registry_auth.get_secret_value() if settings.schema_registry_auth else None
+    return SchemaRegistry(settings.schema_registry_url.get_secret_value(), auth).knows
 
 
-def build_shadow(settings: Settings) -> Shadow | None:
-    """The TRIAGE_SHADOW_MODEL candidate with its own calibration and threshold (never an audit sample)."""
+def build_shadow(settings: Settings, metrics: Metrics | None = None) -> tuple[Shadow | None, str | None]:
+    """The TRIAGE_SHADOW_MODEL candidate with its own calibration and threshold (never an audit sample),
+    and why it is off when it is set but cannot be loaded: a candidate never stops the served model."""
     if settings.shadow_model is None:
-        return None
-    candidate = build_classifier(settings, shadow=True)
+        return None, None
+    try:
+        candidate = build_classifier(settings, shadow=True)
+    except Exception as exc:  # noqa: BLE001 - a missing path, a refused calibration, an export that fails
+        reason = settings.redact(f"{type(exc).__name__}: {exc}")[:500]
+        log.error("shadow_disabled", shadow_model=settings.shadow_model, reason=reason)
+        if metrics:
+            metrics.shadow_loaded.set(0)
+        return None, reason
     log.info("shadow_model_loaded", **candidate.describe())
-    return Shadow(candidate, TriagePolicy(build_policy(settings, candidate).threshold))
+    on_failure = (lambda exc: metrics.shadow_failures.inc()) if metrics else (lambda exc: None)
+    if metrics:
+        metrics.shadow_loaded.set(1)
+    return Shadow(candidate, TriagePolicy(build_policy(settings, candidate).threshold), on_failure), None
 
 
 def build_engine(settings: Settings, *, pool_size: int = 2) -> Engine:
@@ -116,7 +128,7 @@ def build_producer(settings: Settings) -> KafkaProducer:
         linger_ms=5,
         batch_size=PRODUCER_BATCH_BYTES,
         max_block_ms=5_000,  # a send never stalls a stage for long while the broker is away
-        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        max_request_size=settings.kafka_max_message_bytes,  # the topics' limit: what would not fit is refused here
         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         **settings.kafka_common(),
     )
@@ -153,9 +165,10 @@ def build_runner(
     engine = build_engine(settings)
     metrics = Metrics()
     loaded = threading.Event()
-    heartbeat = Heartbeat()
+    heartbeat = Heartbeat(on_beat=lambda: metrics.last_poll.set(time.time()))
     guard = DeadLetterGuard(settings.dead_letter_max_ratio, settings.dead_letter_max_consecutive)
-    server = _start_health_server(settings, engine, metrics, loaded, heartbeat, guard)
+    details: dict[str, str] = {}  # /readyz says these whether ready or not (a shadow that is off)
+    server = _start_health_server(settings, engine, metrics, loaded, heartbeat, guard, details)
     try:
         schema = retry(
             lambda: _schema_of(engine, settings),
@@ -167,7 +180,10 @@ def build_runner(
             raise OperatorError(schema.problem())
         classifier = classifier or build_classifier(settings)
         metrics.describe_model(classifier.describe())
-        shadow = build_shadow(settings)
+        metrics.model_loaded.set(1)
+        shadow, shadow_off = build_shadow(settings, metrics)
+        if shadow_off:
+            details["shadow"] = f"off: {shadow_off}"
         loaded.set()
         producer, consumer = retry(
             lambda: _connect_to_broker(settings),
@@ -188,7 +204,12 @@ def build_runner(
             server.stop()
 
     policy = build_policy(settings, classifier)
-    dead_letters = DeadLetterSink(producer, settings.dead_letter_topic, max_value_bytes=PRODUCER_MAX_REQUEST_BYTES // 2)
+    dead_letters = DeadLetterSink(
+        producer,
+        settings.dead_letter_topic,
+        max_message_bytes=settings.kafka_max_message_bytes,
+        on_reduced=lambda form: metrics.dead_letters_reduced.labels(form).inc(),
+    )
     stages = (
         Chain.of(
             DecodeStage(
@@ -209,6 +230,7 @@ def build_runner(
                     store_text=settings.store_text,
                     publish_results=settings.results_topic is not None,
                     topics=outbox_topics(settings),
+                    max_message_bytes=settings.kafka_max_message_bytes,
                 ),
                 dead_letters,
                 backoff,
@@ -304,6 +326,7 @@ def _start_health_server(
     loaded: threading.Event,
     heartbeat: Heartbeat,
     guard: DeadLetterGuard,
+    details: dict[str, str],
 ) -> HealthServer | None:
     if settings.metrics_port is None:
         return None
@@ -319,7 +342,7 @@ def _start_health_server(
         ready,
         host=settings.metrics_host,
         liveness=lambda: heartbeat.stalled(settings.health_stall_s),
-        reasons=lambda: {"dead_letter_guard": guard.tripped.reason} if guard.tripped else {},
+        reasons=lambda: {**details, **({"dead_letter_guard": guard.tripped.reason} if guard.tripped else {})},
     ).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server

@@ -134,6 +134,43 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.outbox_parked = Gauge(
+            "triage_outbox_parked",
+            "Outbox rows set aside because the broker refuses them for good (too large, invalid), by kind",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.dead_letters_reduced = Counter(
+            "triage_dead_letters_reduced",
+            "Dead letters sent in a smaller form to fit the topic (without_value, without_their_headers, "
+            "minimal), or dropped when not even that fitted",
+            ["form"],
+            registry=r,
+        )
+        # Per process (liveall: labelled with its pid), so the supervisor of `run --processes N` can judge
+        # each child's loop and model from the files the children write.
+        self.last_poll = Gauge(
+            "triage_main_loop_last_poll_timestamp_seconds",
+            "When the main loop last polled (Unix time, at most a second old while it turns)",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.model_loaded = Gauge(
+            "triage_model_loaded", "1 once the served model is loaded", registry=r, multiprocess_mode="liveall"
+        )
+        self.shadow_loaded = Gauge(
+            "triage_shadow_model_loaded",
+            "1 while a TRIAGE_SHADOW_MODEL candidate runs beside the served model; 0 when it is set but could not "
+            "be loaded (/readyz says why)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.shadow_failures = Counter(
+            "triage_shadow_failures",
+            "Batches the shadow candidate failed on (stored without shadow answers; serving went on)",
+            registry=r,
+        )
         self.housekeeping_backlog = Gauge(
             "triage_housekeeping_backlog",
             "Rows a housekeeping chore could not get through in its last round (0: it keeps pace)",
@@ -196,6 +233,7 @@ class Metrics:
         for kind, waiting in report.unpublished.items():
             self.outbox_unpublished.labels(kind).set(waiting.rows)
             self.outbox_oldest.labels(kind).set(waiting.oldest_s)
+            self.outbox_parked.labels(kind).set(waiting.parked)
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         now = {(topic, str(partition)): behind for (topic, partition), behind in lag.items()}

@@ -7,7 +7,9 @@ unexpected: the supervisor stops the others (they drain and commit as usual) and
 ExitStatus.CHILD_DIED, so the process manager restarts the set. Nothing is lost either way: every child
 commits only stored work. The children write their metrics to a shared folder (prometheus-client's
 multiprocess mode) and open no port; the supervisor serves the sum on TRIAGE_METRICS_PORT, with
-/healthz, and /readyz (database, schema, broker, and every child running).
+/healthz (503 when a child's loop has not polled for TRIAGE_HEALTH_STALL_S, as each child's last-poll
+gauge says) and /readyz (database, schema, broker, every child running with its model loaded, and no
+child's dead-letter guard tripped). Secrets are never copied into a child's environment.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from prometheus_client import CollectorRegistry, multiprocess
 
@@ -37,10 +40,18 @@ POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 
 
+def child_environment(settings: Settings, metrics_dir: str) -> dict[str, str]:
+    """What a child runs with: the settings as TRIAGE_* variables, but no secret value. Secrets reach a
+    child the way they reached the supervisor: its own environment's variables, or the files of
+    TRIAGE_SECRETS_DIR (and `.env`), which the child reads itself; none is copied into its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")} | settings.as_env(secrets=False)
+    env |= {k: v for k, v in os.environ.items() if k in settings.secret_variables() or k == "TRIAGE_SECRETS_DIR"}
+    return env | {"TRIAGE_PROCESSES": "1", "TRIAGE_METRICS_PORT": "off", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+
+
 def supervise(settings: Settings) -> int:
     with tempfile.TemporaryDirectory(prefix="triage-metrics-") as metrics_dir:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")} | settings.as_env()
-        env |= {"TRIAGE_PROCESSES": "1", "TRIAGE_METRICS_PORT": "off", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        env = child_environment(settings, metrics_dir)
         children = [
             subprocess.Popen(
                 [sys.executable, "-m", "worker", "run"],
@@ -121,11 +132,56 @@ def _serve_metrics(
         return None
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-    checks = {**dependencies, "workers": lambda: all(child.poll() is None for child in children)}
+    running = lambda: {child.pid for child in children if child.poll() is None}  # noqa: E731
+    checks = {
+        **dependencies,
+        "workers": lambda: len(running()) == len(children),
+        "model": lambda: all(seen(registry).get(pid, {}).get(MODEL) == 1 for pid in running()),
+        "dead_letter_guard": lambda: not guard_tripped(registry),
+    }
     ready = CachedCheck(lambda: {name: check() for name, check in checks.items()})
-    server = HealthServer(settings.metrics_port, registry, ready, host=settings.metrics_host).start()
+    server = HealthServer(
+        settings.metrics_port,
+        registry,
+        ready,
+        host=settings.metrics_host,
+        liveness=lambda: stalled(seen(registry), running(), time.time(), settings.health_stall_s),
+    ).start()
     log.info("metrics_listening", port=server.port, paths=["/metrics", "/healthz", "/readyz"])
     return server
+
+
+LAST_POLL = "triage_main_loop_last_poll_timestamp_seconds"
+MODEL = "triage_model_loaded"
+GUARD = "triage_dead_letter_guard_tripped"
+
+
+def seen(registry: CollectorRegistry) -> dict[int, dict[str, float]]:
+    """What each child's metrics files say of it, by pid: its loop's last poll, whether its model is loaded."""
+    found: dict[int, dict[str, float]] = {}
+    for family in registry.collect():
+        if family.name in (LAST_POLL, MODEL):
+            for sample in family.samples:
+                if "pid" in sample.labels:
+                    found.setdefault(int(sample.labels["pid"]), {})[family.name] = sample.value
+    return found
+
+
+def guard_tripped(registry: CollectorRegistry) -> bool:
+    return any(s.value for f in registry.collect() if f.name == GUARD for s in f.samples)
+
+
+def stalled(
+    children: dict[int, dict[str, float]], running: set[int], now: float, after_s: float
+) -> dict[str, Any] | None:
+    """/healthz: None while every running child's loop turns (or has not started); else which have not
+    polled for `after_s`, so the liveness probe restarts the set."""
+    idle = {
+        str(pid): round(now - last, 1)
+        for pid in running
+        if (last := children.get(pid, {}).get(LAST_POLL, 0.0)) > 0 and now - last > after_s
+    }
+    return {"status": "stalled", "main_loop_idle_s": idle} if idle else None
 
 
 def _die_with_parent() -> None:
