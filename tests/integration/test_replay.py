@@ -1,6 +1,8 @@
 """Dead-letter stats and replay against the real broker and database: a setting that was too strict
 dead-letters long texts; once it is fixed, a replay puts them through exactly once, with the
-producer's headers, and a record that keeps coming back is refused after --max-replays."""
+producer's headers, and a record that keeps coming back is refused after --max-replays. Each record
+goes back once per replay, however many dead letters it left, and events without an id keep the id
+of where they were first consumed: any number of replays stores one row each."""
 
 from __future__ import annotations
 
@@ -34,38 +36,56 @@ def test_replay_puts_fixed_dead_letters_through_exactly_once(
         text = CORPUS[i % len(CORPUS)] + (" and it went on and on" * 5 if i % 3 == 0 else "")
         value = json.dumps({"event_id": f"r-{i}", "text": text}).encode()
         producer.send(INPUT, key=f"r-{i}".encode(), value=value, headers=[("traceparent", f"00-{i:032x}-01".encode())])
+    for i in range(6):  # long texts without an event id: their id is derived from where they were consumed
+        producer.send(
+            INPUT, value=json.dumps({"text": f"{CORPUS[i]} {i} and it went on and on and on and on"}).encode()
+        )
     producer.flush()
     producer.close()
     dead = lambda: len(read_topic(broker.bootstrap_servers, DEAD_LETTERS))  # noqa: E731
 
-    strict = start_worker(TRIAGE_MAX_TEXT_CHARS="60")  # too strict: the 10 long texts are dead-lettered
+    strict = start_worker(TRIAGE_MAX_TEXT_CHARS="60")  # too strict: the 16 long texts are dead-lettered
     wait_until(
-        lambda: scalar(database_url, "select count(*) from feedback_results") == 20 and dead() == 10, 120, "20+10"
+        lambda: scalar(database_url, "select count(*) from feedback_results") == 20 and dead() == 16, 120, "20+16"
     )
     assert main(["deadletters", "replay", "--error-class", "text_too_long"]) == 0  # not fixed yet: back they come
-    assert "sent 10 dead letters of class text_too_long back: 10 to feedback.events" in capsys.readouterr().out
-    wait_until(lambda: dead() == 20, 60, "the replays dead-lettered again")
+    assert "sent 16 dead letters of class text_too_long back: 16 to feedback.events" in capsys.readouterr().out
+    wait_until(lambda: dead() == 32, 60, "the replays dead-lettered again")
     assert strict.stop() == 0
 
     assert main(["deadletters", "stats"]) == 0
     out = capsys.readouterr().out
-    assert "20 dead letters on the topic" in out and "text_too_long                      20" in out
+    assert "32 dead letters on the topic" in out and "text_too_long                      32" in out
+    # Each record left two dead letters; it goes back once, and it was replayed once already.
     assert main(["deadletters", "replay", "--error-class", "text_too_long", "--dry-run", "--max-replays", "1"]) == 0
     out = capsys.readouterr().out
-    assert "would send 10" in out and "refused 10 already replayed 1 times" in out
+    assert "would send 0" in out and "refused 16 already replayed 1 times" in out
     assert (
-        dead() == 20 and scalar(database_url, "select count(*) from feedback_results") == 20
+        dead() == 32 and scalar(database_url, "select count(*) from feedback_results") == 20
     )  # a dry run sends nothing
 
     fixed = start_worker()  # the default limit takes them
-    assert main(["deadletters", "replay", "--error-class", "text_too_long"]) == 0  # both copies of each: 20
-    assert "sent 20 dead letters" in capsys.readouterr().out
-    wait_until(lambda: scalar(database_url, "select count(*) from feedback_results") == 30, 120, "the replays stored")
+    for _ in range(2):  # twice: the second stores nothing new, ids derived from the origin included
+        assert main(["deadletters", "replay", "--error-class", "text_too_long"]) == 0
+        assert "sent 16 dead letters" in capsys.readouterr().out
+        wait_until(
+            lambda: scalar(database_url, "select count(*) from feedback_results") == 36, 120, "the replays stored"
+        )
+    wait_until(
+        lambda: scalar(database_url, "select count(*) from escalation_outbox where published_at is null") == 0,
+        60,
+        "relayed",
+    )
     assert fixed.stop() == 0
-    assert scalar(database_url, "select count(distinct event_id) from feedback_results") == 30  # exactly once
-    replayed = [r for r in read_topic(broker.bootstrap_servers, INPUT) if dict(r.headers).get("triage.replay.count")]
-    assert len(replayed) == 30  # 10 + 20 sent back
-    for record in replayed:
+    assert scalar(database_url, "select count(*) from feedback_results") == 36  # exactly once each
+    assert scalar(database_url, "select count(*) from feedback_results where event_id like 'feedback.events:%'") == 6
+    on_input = read_topic(broker.bootstrap_servers, INPUT)
+    replayed = [r for r in on_input if dict(r.headers).get("triage.replay.count")]
+    assert len(replayed) == 48  # 16 sent back three times
+    long_ones = [r for r in on_input if r not in replayed and (not r.key or int(r.key.decode()[2:]) % 3 == 0)]
+    first_places = {f"feedback.events:{r.partition}:{r.offset}".encode() for r in long_ones}
+    assert len(first_places) == 16 and {dict(r.headers)["triage.origin"] for r in replayed} == first_places
+    for record in (r for r in replayed if r.key):
         headers = dict(record.headers)
         i = int(record.key.decode().split("-")[1])
         assert headers["traceparent"] == f"00-{i:032x}-01".encode()  # the producer's headers kept

@@ -173,9 +173,59 @@ def test_a_framed_value_that_is_not_a_feedback_event_is_still_dead_lettered(valu
     assert isinstance(rejected, Rejection) and rejected.error_class == error_class
 
 
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 def test_the_passthrough_headers_are_kept_by_name_in_any_case_and_only_as_utf8() -> None:
     passing = Decoder(max_text_chars=100, passthrough_headers=("traceparent", "X-Correlation-Id"))
-    headers = (("TraceParent", b"00-abc-def-01"), ("x-correlation-id", b"\xff\xfe"), ("other", b"no"))
+    headers = (("TraceParent", TRACEPARENT), ("x-correlation-id", b"\xff\xfe"), ("other", b"no"))
     item = passing.decode(RawRecord("t", 0, 1, None, b'{"text": "hi"}', headers=headers))
-    assert isinstance(item, FeedbackItem) and item.headers == {"TraceParent": "00-abc-def-01"}
+    assert isinstance(item, FeedbackItem) and item.headers == {"TraceParent": TRACEPARENT.decode()}
     assert decoder.decode(RawRecord("t", 0, 1, None, b'{"text": "hi"}', headers=headers)).headers is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        # A NUL is valid UTF-8, but PostgreSQL's JSONB refuses it: the header is left out, never the event.
+        ((("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\x00"),), None),
+        ((("traceparent", b"not-a-trace-context"),), None),  # not the W3C form
+        ((("tracestate", b"k=" + b"v" * 600),), None),  # over the 512 characters W3C allows
+        ((("x-correlation-id", b"abc\x07"),), None),  # a control character
+        # Two spellings of one name: the first wins, once.
+        (
+            (("traceparent", TRACEPARENT), ("TRACEPARENT", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")),
+            {"traceparent": TRACEPARENT.decode()},
+        ),
+    ],
+)
+def test_passthrough_values_are_what_the_store_and_the_w3c_format_accept(
+    headers: tuple[tuple[str, bytes], ...], kept: dict[str, str] | None
+) -> None:
+    passing = Decoder(max_text_chars=100, passthrough_headers=("traceparent", "tracestate", "x-correlation-id"))
+    item = passing.decode(RawRecord("t", 0, 1, None, b'{"text": "hi"}', headers=headers))
+    assert isinstance(item, FeedbackItem) and item.headers == kept
+
+
+def test_a_schema_id_beyond_32_bits_is_refused_at_decode() -> None:
+    framed = b"\x00" + (2**31).to_bytes(4, "big") + b'{"text": "hi"}'
+    rejected = decoder.decode(RawRecord("t", 0, 1, None, framed))
+    assert isinstance(rejected, Rejection) and rejected.error_class == "unknown_schema"
+    largest = b"\x00" + (2**31 - 1).to_bytes(4, "big") + b'{"text": "hi"}'
+    taken = decoder.decode(RawRecord("t", 0, 1, None, largest))
+    assert isinstance(taken, FeedbackItem) and taken.schema_id == 2**31 - 1
+
+
+def test_a_replayed_record_keeps_the_id_of_its_first_place() -> None:
+    value = b'{"text": "no id of its own"}'
+    first = decoder.decode(RawRecord("feedback.events", 2, 40, b"k", value))
+    replayed = decoder.decode(
+        RawRecord("feedback.events", 0, 9_000, b"k", value, headers=(("triage.origin", b"feedback.events:2:40"),))
+    )
+    again = decoder.decode(
+        RawRecord("feedback.events", 1, 12_345, b"k", value, headers=(("triage.origin", b"feedback.events:2:40"),))
+    )
+    assert isinstance(first, FeedbackItem) and isinstance(replayed, FeedbackItem) and isinstance(again, FeedbackItem)
+    assert first.event_id == replayed.event_id == again.event_id
+    forged = decoder.decode(RawRecord("feedback.events", 0, 7, b"k", value, headers=(("triage.origin", b"x y"),)))
+    assert isinstance(forged, FeedbackItem) and forged.event_id.startswith("feedback.events:0:7:")  # not an origin

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from kafka import KafkaConsumer, TopicPartition
 
 from worker.contracts.errors import OperatorError
+from worker.contracts.wire import ORIGIN_HEADER
 from worker.runtime.kafka.deadletter import OURS, REPLAY_COUNT
 from worker.runtime.wiring import build_producer
 from worker.settings import Settings
@@ -58,6 +59,15 @@ class DeadLetter:
     def replays(self) -> int:
         count = self.header(REPLAY_COUNT)
         return int(count) if count and count.isdigit() else 0
+
+    @property
+    def origin(self) -> str:
+        """Where the record was first consumed, topic:partition:offset: what a replay keys it by. A
+        dead letter of a replayed copy carries it in `triage.origin`; a first one is its source."""
+        return self.header(ORIGIN_HEADER) or ":".join(
+            self.header(name) or "?"
+            for name in ("triage.source.topic", "triage.source.partition", "triage.source.offset")
+        )
 
 
 @dataclass
@@ -126,13 +136,22 @@ def replay(
     dry_run: bool = False,
     max_replays: int = DEFAULT_MAX_REPLAYS,
 ) -> Replayed:
+    """Send each record of `error_class` back once, however many dead letters it left (one per failed
+    try): keyed by where it was first consumed, with that place in `triage.origin`, so decode gives an
+    event without an id the same derived id every time (see decode.derived_event_id) and any number
+    of replays stores one row. A record already replayed `max_replays` times (its highest count over
+    its dead letters) is refused."""
     outcome = Replayed()
+    latest: dict[str, DeadLetter] = {}
+    tries: dict[str, int] = {}
+    for letter in letters:
+        if letter.error_class == error_class:
+            latest[letter.origin] = letter
+            tries[letter.origin] = max(tries.get(letter.origin, 0), letter.replays)
     producer = None if dry_run else build_producer(settings)
     try:
-        for letter in letters:
-            if letter.error_class != error_class:
-                continue
-            if letter.replays >= max_replays:
+        for origin, letter in latest.items():
+            if tries[origin] >= max_replays:
                 outcome.too_often += 1
                 continue
             if letter.value is None or letter.header("triage.value.omitted_bytes"):
@@ -143,7 +162,7 @@ def replay(
             outcome.sent += 1
             if producer is not None:
                 headers = [(k, v) for k, v in letter.headers if not k.startswith(OURS)]
-                headers.append((REPLAY_COUNT, str(letter.replays + 1).encode()))
+                headers += [(REPLAY_COUNT, str(tries[origin] + 1).encode()), (ORIGIN_HEADER, origin.encode())]
                 producer.send(topic, key=letter.key, value=letter.value, headers=headers)
         if producer is not None:
             producer.flush(timeout=60)

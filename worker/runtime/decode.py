@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from worker.contracts.errors import ErrorClass
 from worker.contracts.values import FeedbackItem, RawRecord, Rejection
-from worker.contracts.wire import FeedbackEvent
+from worker.contracts.wire import ORIGIN_HEADER, FeedbackEvent
 
 
 class Decoder:
@@ -60,6 +61,8 @@ class Decoder:
                     ErrorClass.INVALID_JSON, f"a Schema Registry frame needs {FRAME_BYTES} bytes, got {len(value)}"
                 )
             schema_id, value = int.from_bytes(value[1:FRAME_BYTES], "big"), value[FRAME_BYTES:]
+            if schema_id > MAX_SCHEMA_ID:
+                return reject(ErrorClass.UNKNOWN_SCHEMA, f"schema id {schema_id} is beyond a registry's 32-bit ids")
             if self.schema_known is not None and not self.schema_known(schema_id):
                 return reject(ErrorClass.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the Schema Registry")
         try:
@@ -104,37 +107,56 @@ class Decoder:
         )
 
     def _passed_through(self, record: RawRecord) -> dict[str, str] | None:
-        """The headers to copy onto the output messages: named in TRIAGE_PASSTHROUGH_HEADERS (any case),
-        with a UTF-8 value (trace context is ASCII); the first of a repeated name wins."""
+        """The headers to copy onto the output messages: named in TRIAGE_PASSTHROUGH_HEADERS, names
+        compared without case (the first of a name wins, in the spelling it came with), with a value
+        that is printable UTF-8 (which the store and every protocol take; W3C trace context must also
+        have its own form). A value that is not is left out, never the event."""
         if not self.passthrough:
             return None
         kept: dict[str, str] = {}
+        seen: set[str] = set()
         for name, value in record.headers:
-            if name.lower() in self.passthrough and name not in kept:
-                try:
-                    kept[name] = value.decode("utf-8")
-                except (UnicodeDecodeError, AttributeError):
-                    continue
+            lowered = name.lower()
+            if lowered not in self.passthrough or lowered in seen:
+                continue
+            seen.add(lowered)
+            text = header_text(lowered, value)
+            if text is not None:
+                kept[name] = text
         return kept or None
 
 
 MAGIC_BYTE = b"\x00"  # Confluent wire format: magic byte, 4-byte big-endian schema id, payload
 FRAME_BYTES = 5
+MAX_SCHEMA_ID = 2**31 - 1  # registries hand out positive 32-bit ids; feedback_results.schema_id is an integer
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
 
 
 def derived_event_id(record: RawRecord) -> str:
-    """The id of an event that brings none: where it sits, and a digest of its bytes.
+    """The id of an event that brings none: where it was first consumed, and a digest of its bytes.
 
-    A replay of the same record keeps its id; a new record at the same place (a topic recreated, a
-    cluster failed over and its offsets started again) gets a new one instead of passing for a
-    duplicate of the old row and being skipped.
+    A replay of the same record keeps its id: one the broker redelivers sits at the same place, and
+    one `deadletters replay` sent back carries its first place in `triage.origin`. A new record at
+    the same place (a topic recreated, a cluster failed over and its offsets started again) gets a new
+    one instead of passing for a duplicate of the old row and being skipped.
     """
     digest = hashlib.blake2b(digest_size=8)
     digest.update(record.key or b"")
     digest.update(b"\x00")
     digest.update(record.value or b"")
-    return f"{record.topic}:{record.partition}:{record.offset}:{digest.hexdigest()}"
+    return f"{origin_of(record) or f'{record.topic}:{record.partition}:{record.offset}'}:{digest.hexdigest()}"
+
+
+ORIGIN = re.compile(r"[A-Za-z0-9._-]{1,249}:\d{1,10}:\d{1,19}")
+
+
+def origin_of(record: RawRecord) -> str | None:
+    """A replayed record's first place, when it carries a well-formed one."""
+    for name, value in record.headers:
+        if name == ORIGIN_HEADER and value is not None:
+            text = value.decode("ascii", "replace")
+            return text if ORIGIN.fullmatch(text) else None
+    return None
 
 
 def kafka_time(timestamp_ms: int | None) -> datetime | None:
@@ -186,3 +208,26 @@ def _unstorable(payload: dict[str, object]) -> str | None:
             except UnicodeEncodeError:
                 return "event contains unpaired UTF-16 surrogates"
     return None
+
+
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C Trace Context, version 00
+TRACESTATE_MAX_CHARS = 512
+
+
+def header_text(name: str, value: bytes | None) -> str | None:
+    """A passthrough header's value as text, or None when it is not one to pass on: not UTF-8, a
+    control character (PostgreSQL's JSONB takes no NUL), or, for `traceparent` and `tracestate`, not in
+    the W3C form."""
+    if value is None:
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return None
+    if name == "traceparent" and not TRACEPARENT.fullmatch(text):
+        return None
+    if name == "tracestate" and len(text) > TRACESTATE_MAX_CHARS:
+        return None
+    return text

@@ -9,6 +9,15 @@ generated from those (`python -m worker.devtools.settings_doc`, held by the docs
 from worker.settings.durations import format_duration, parse_duration
 from worker.settings.errors import SettingsError, describe
 from worker.settings.fields import Settings
+from worker.settings.kafka import split_credentials
 from worker.settings.loading import load_settings
 
-__all__ = ["Settings", "SettingsError", "describe", "format_duration", "load_settings", "parse_duration"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "describe",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+    "split_credentials",
+]

@@ -15,7 +15,7 @@ from pydantic_settings import NoDecode
 
 from worker.settings.durations import format_duration, parse_duration
 from worker.settings.errors import SettingsError, describe
-from worker.settings.kafka import KafkaSettings
+from worker.settings.kafka import KafkaSettings, split_credentials
 
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -119,7 +119,15 @@ class Settings(KafkaSettings):
         ge=0.0,
         le=1.0,
         description="a share (0-1) of the items that are not escalated sent to the reviewers too, with reason "
-        "`audit`: an unbiased sample of the stream for measuring the model (see [learning](learning.md))",
+        "`audit`: what reviewers find there estimates the negatives the model misses among the items it lets "
+        "through (not its accuracy on the stream; for that see `TRIAGE_AUDIT_SCOPE`, and "
+        "[learning](learning.md#the-audit-sample))",
+    )
+    audit_scope: Literal["not_escalated", "all"] = Field(
+        "not_escalated",
+        description="what the audit sample is drawn from: `not_escalated` (the items the model let through: its "
+        "misses) or `all` (every item; an escalated one drawn goes to the reviewers anyway and is only marked), "
+        "so the audit items are a sample of the whole stream and `compare` gives each model's accuracy on it",
     )
     shadow_model: str | None = Field(
         None,
@@ -316,12 +324,15 @@ class Settings(KafkaSettings):
                 return "postgresql+psycopg2://" + url[len(prefix) :]
         return url
 
-    def as_env(self) -> dict[str, str]:
-        """These settings as TRIAGE_* variables, to start a worker process with them (secrets included)."""
+    def as_env(self, *, secrets: bool = True) -> dict[str, str]:
+        """These settings as TRIAGE_* variables, to start a worker process with them; `secrets=False`
+        leaves every secret out (the process reads them where this one did: see the supervisor)."""
         env = {}
         for name, value in self.model_dump().items():
             if name == "low_confidence_threshold" and not self.threshold_is_explicit():
                 continue  # so that a calibration's threshold still applies in the child
+            if not secrets and f"TRIAGE_{name.upper()}" in self.secret_variables():
+                continue
             if value is None:
                 if name == "metrics_port":
                     env["TRIAGE_METRICS_PORT"] = "off"
@@ -337,6 +348,16 @@ class Settings(KafkaSettings):
             env[f"TRIAGE_{name.upper()}"] = str(value)
         return env
 
+    @classmethod
+    def secret_variables(cls) -> set[str]:
+        """The variables that hold secrets (the SecretStr settings): never logged, never copied into a
+        child's environment."""
+        return {
+            f"TRIAGE_{name.upper()}"
+            for name, field in cls.model_fields.items()
+            if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ()))
+        }
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with `changes` (a verb's options), validated exactly as the environment is:
         an invalid value raises SettingsError naming the setting (model_copy would let it through)."""
@@ -347,14 +368,16 @@ class Settings(KafkaSettings):
             raise SettingsError(describe(exc)) from None
 
     def secrets(self) -> list[str]:
-        """Every secret value: the database password and the Kafka passwords."""
+        """Every secret value: the database password, the Kafka passwords, the registry's credentials."""
         from sqlalchemy.engine import make_url
 
-        found = [
-            s.get_secret_value()
-            for s in (self.kafka_sasl_password, self.kafka_ssl_password, self.schema_registry_url)
-            if s
-        ]
+        secret_fields = (self.kafka_sasl_password, self.kafka_ssl_password, self.schema_registry_url)
+        found = [s.get_secret_value() for s in (*secret_fields, self.schema_registry_auth) if s]
+        if self.schema_registry_url is not None:
+            credentials = split_credentials(self.schema_registry_url.get_secret_value())[1]
+            found += credentials.split(":", 1)[1:] if credentials else []
+        if self.schema_registry_auth is not None:
+            found += self.schema_registry_auth.get_secret_value().split(":", 1)[1:]
         try:
             found.append(make_url(self.sqlalchemy_url()).password or "")
         except Exception:  # noqa: BLE001 - an unparsable URL: mask the whole of it

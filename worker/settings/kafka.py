@@ -4,12 +4,31 @@ the topic names, the Schema Registry), with their checks; `Settings` (fields) ex
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without its user part, 'user:password' or None). Raises ValueError for a URL that is not
+    http(s)://host[:port][/path] (the message never quotes it: it may hold a password)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port that is not a number (an '@' or ':' in the password must be %-encoded)") from None
+    userinfo = None
+    if parts.username is not None:
+        userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")), userinfo
 
 
 class KafkaSettings(BaseSettings):
@@ -36,6 +55,11 @@ class KafkaSettings(BaseSettings):
         description="a Schema Registry (secret: it may hold credentials). Values framed in the Confluent wire "
         "format are accepted either way; with a registry, a schema id it does not know is dead-lettered as "
         "`unknown_schema` (answers cached; an unreachable registry refuses nothing)",
+    )
+    schema_registry_auth: SecretStr | None = Field(
+        None,
+        description="the Schema Registry's basic-auth credentials, `user:password` (secret; e.g. a mounted file, see "
+        "`TRIAGE_SECRETS_DIR`); credentials in `TRIAGE_SCHEMA_REGISTRY_URL` work too. Sent in a header, never logged",
     )
     passthrough_headers: Annotated[tuple[str, ...], NoDecode] = Field(
         ("traceparent", "tracestate"),
@@ -65,7 +89,12 @@ class KafkaSettings(BaseSettings):
         "the session timeout before they move",
     )
     kafka_max_message_bytes: int = Field(
-        1_048_576, ge=1_024, description="larger values are dead-lettered as `value_too_large`"
+        1_048_576,
+        ge=1_024,
+        description="the largest record the topics take (the brokers' `message.max.bytes`): a larger input value "
+        "is dead-lettered as `value_too_large`, and every message the worker sends is made to fit (a dead letter "
+        "drops its value, then the input's headers; an escalation or a result cuts its text, see "
+        "[faults](faults.md#oversized-records)); what the broker still refuses for good is parked in the outbox",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`"
@@ -91,6 +120,13 @@ class KafkaSettings(BaseSettings):
         """A name Kafka refuses would fail every send of that kind, round after round: refuse it here."""
         if value is not None and not TOPIC_NAME.fullmatch(value):
             raise ValueError("a Kafka topic name is 1 to 249 of ASCII letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            split_credentials(value.get_secret_value())  # raises a ValueError that never quotes the URL
         return value
 
     @field_validator("passthrough_headers", mode="before")
