@@ -2,12 +2,14 @@
 wherever a result goes, and refused with a clear line where it does not apply."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.checkpoints import BERT_FINETUNED_IMDB, build_checkpoint
 from worker.cli import main
 from worker.contracts.values import Prediction
 from worker.model import onnx_engine
@@ -46,7 +48,7 @@ def test_int8_is_exported_once_and_named_in_the_model_column(checkpoint_pos_neg:
     (folder,) = tmp_path.iterdir()
     assert folder.name.startswith(first.revision.replace(":", "-"))
     written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    assert set(written) == {"model.onnx", "model-int8.onnx"}
+    assert set(written) == {"model.onnx", "model-int8.onnx", "manifest.json"}
     second = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx-int8", onnx_cache_dir=tmp_path)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written  # the cache was used
     assert second.onnx is not None and second.onnx.path.name == "model-int8.onnx"
@@ -54,6 +56,33 @@ def test_int8_is_exported_once_and_named_in_the_model_column(checkpoint_pos_neg:
     plain = margins(SentimentClassifier(str(checkpoint_pos_neg), device="cpu"))
     quantized = margins(second)  # a 32-wide random model is no guide to int8's accuracy (see performance.md)
     assert all(abs(m) < 100 for m in quantized) and quantized != pytest.approx(plain, abs=1e-4)
+
+
+def test_a_graph_the_manifest_does_not_vouch_for_is_exported_again(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
+    """A planted graph served under the genuine revision once said positive 1.000 for negative texts.
+    Now each file must match the digest its manifest recorded, for these weights."""
+    honest = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx", onnx_cache_dir=tmp_path)
+    (folder,) = tmp_path.iterdir()
+    planted = build_checkpoint(tmp_path / "other", BERT_FINETUNED_IMDB, seed=9)
+    impostor = SentimentClassifier(str(planted), device="cpu", engine="onnx", onnx_cache_dir=tmp_path / "x")
+    assert margins(impostor) != pytest.approx(margins(honest), abs=1e-3)
+    assert impostor.onnx is not None
+    shutil.copy(impostor.onnx.path, folder / "model.onnx")  # another model's graph under this revision
+    again = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx", onnx_cache_dir=tmp_path)
+    assert margins(again) == pytest.approx(margins(honest), abs=1e-4)  # exported again, not served
+
+
+def test_a_model_without_a_revision_gets_a_folder_of_its_own_weights(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    first = AutoModelForSequenceClassification.from_pretrained(checkpoint_pos_neg)
+    other = AutoModelForSequenceClassification.from_pretrained(
+        build_checkpoint(tmp_path / "o", BERT_FINETUNED_IMDB, seed=4)
+    )
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    a = onnx_engine.build(first, names, "onnx", "sha:unknown", tmp_path / "cache")
+    b = onnx_engine.build(other, names, "onnx", "sha:unknown", tmp_path / "cache")
+    assert a.path.parent != b.path.parent and a.path.parent.name.startswith("weights-")
 
 
 def test_refused_where_it_does_not_apply(

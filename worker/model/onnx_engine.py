@@ -2,7 +2,8 @@
 
 TRIAGE_ENGINE=onnx or onnx-int8 (the `onnx` extra). The loaded model is exported to ONNX once per
 revision, with attention, GELU and layer norms fused by ONNX Runtime's transformer optimizer for
-BERT-shaped encoders, and kept in TRIAGE_ONNX_CACHE_DIR. int8 is ONNX Runtime's dynamic
+BERT-shaped encoders, and kept in TRIAGE_ONNX_CACHE_DIR with a manifest of what each file was made
+from and its digest, checked at every load. int8 is ONNX Runtime's dynamic
 quantization (int8 weights, activations quantized as each pass runs), with a scale per output
 channel, of the encoder layers' remaining weight products: the feed-forward pair and attention's
 output projection. The fused attention (its query, key and value projections included), the pooler
@@ -14,6 +15,8 @@ the classifier's.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -79,7 +82,8 @@ class OnnxForward:
 
 
 def build(model: Any, input_names: list[str], engine: str, revision: str, cache_dir: Path) -> OnnxForward:
-    """The session for `engine`, exporting (and quantizing) `model` first unless the cache holds it."""
+    """The session for `engine`, exporting (and quantizing) `model` first unless the cache holds a
+    graph made from these very weights (see Manifest)."""
     try:  # the extra's two packages: onnx reads the graph to fuse and quantize it, onnxruntime runs it
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -87,19 +91,70 @@ def build(model: Any, input_names: list[str], engine: str, revision: str, cache_
         raise ModelLoadError(
             f"TRIAGE_ENGINE={engine} needs ONNX Runtime: pip install 'feedback-triage-worker[onnx]' ({exc})"
         ) from exc
-    folder = cache_dir.expanduser() / f"{re.sub(r'[^A-Za-z0-9._-]', '-', revision)}-r{RECIPE}"
+    source = revision if not revision.endswith(":unknown") else f"weights:{weights_digest(model)}"
+    folder = cache_dir.expanduser() / f"{re.sub(r'[^A-Za-z0-9._-]', '-', source)}-r{RECIPE}"
     fp32, int8 = folder / "model.onnx", folder / "model-int8.onnx"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if not fp32.exists():
+        manifest = Manifest(folder, source)
+        if not manifest.holds(fp32):
             export(model, input_names, fp32)
-        if engine == "onnx-int8" and not int8.exists():
+            manifest.record(fp32)
+        if engine == "onnx-int8" and not manifest.holds(int8):
             _quantize(fp32, int8)
+            manifest.record(int8)
     except OSError as exc:
         raise ModelLoadError(
             f"cannot write the ONNX export to {folder}: {exc}; set TRIAGE_ONNX_CACHE_DIR to a writable directory"
         ) from exc
     return OnnxForward(int8 if engine == "onnx-int8" else fp32, input_names)
+
+
+class Manifest:
+    """What the cache folder's graphs were made from: `manifest.json` names, for each file, the weights
+    it was exported from (the model's revision, or a digest of its weights when it has none) and the
+    SHA-256 of its own bytes. A file it does not vouch for (planted, truncated, another model's, written
+    before manifests) is exported again, never served under this model's name."""
+
+    def __init__(self, folder: Path, source: str) -> None:
+        self.path = folder / "manifest.json"
+        self.source = source
+        try:
+            self.files: dict[str, dict[str, str]] = json.loads(self.path.read_text()).get("files", {})
+        except (OSError, ValueError):
+            self.files = {}
+
+    def holds(self, graph: Path) -> bool:
+        entry = self.files.get(graph.name)
+        if not graph.exists():
+            return False
+        if entry and entry.get("source") == self.source and entry.get("sha256") == file_digest(graph):
+            return True
+        log.warning("onnx_cache_refused", file=str(graph), reason="not made from these weights, or changed since")
+        return False
+
+    def record(self, graph: Path) -> None:
+        self.files[graph.name] = {"source": self.source, "sha256": file_digest(graph)}
+        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as handle:
+            json.dump({"recipe": RECIPE, "files": self.files}, handle, indent=2)
+        os.replace(handle.name, self.path)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_digest(model: Any) -> str:
+    """The identity of a model that has no revision: a digest of its parameters' names and values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + b"\0")
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def export(model: Any, input_names: list[str], target: Path, *, fuse: bool = True) -> None:
