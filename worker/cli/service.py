@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from worker.cli.common import FAULTS_DOC, Verbs
@@ -21,6 +22,11 @@ def register(verbs: Verbs) -> None:
     migrate = verbs.add_parser("migrate", help="apply the database migrations (Alembic)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision instead")
+    migrate.add_argument(
+        "--lock-timeout",
+        default="5s",
+        help="how long a migration may wait for a table lock before it gives way and tries again (default: 5s)",
+    )
     migrate.set_defaults(handler=_migrate)
 
 
@@ -52,9 +58,13 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops import migrate
 
+    if not re.fullmatch(r"\d+(ms|s|min)", args.lock_timeout):
+        raise OperatorError(
+            f"--lock-timeout takes a PostgreSQL duration like 500ms, 5s or 1min, got {args.lock_timeout!r}"
+        )
     if args.downgrade:
-        migrate.downgrade(settings.sqlalchemy_url(), args.revision)
+        migrate.downgrade(settings.sqlalchemy_url(), args.revision, args.lock_timeout)
     else:
-        migrate.upgrade(settings.sqlalchemy_url(), args.revision)
+        migrate.upgrade(settings.sqlalchemy_url(), args.revision, args.lock_timeout)
     print(f"database {'downgraded' if args.downgrade else 'migrated'} to {args.revision}", file=sys.stderr)
     return ExitStatus.OK
