@@ -15,6 +15,7 @@ import pytest
 
 from tests.checkpoints import BERT_FINETUNED_IMDB, BERT_MLM_FT, build_checkpoint
 from worker.cli import main
+from worker.contracts.errors import OperatorError
 from worker.model.calibration import CalibrationError, load
 from worker.model.classifier import SentimentClassifier
 from worker.model.identity import directory_digest
@@ -195,3 +196,70 @@ def test_the_directory_digest_ignores_the_files_the_worker_writes_beside_a_model
     assert directory_digest(model) == digest
     (model / "config.json").write_text((model / "config.json").read_text() + " ")
     assert directory_digest(model) != digest
+
+
+def test_repeated_texts_are_merged_before_the_split_with_their_majority_label() -> None:
+    """83% of the held-out texts were once also trained on: repeats fell on both sides of the split."""
+    from worker.ops.learning.finetune import deduplicated, split_three
+    from worker.ops.quality.labelled import Example
+
+    texts = [f"text {i % 200}" for i in range(1_600)]  # 200 texts, 8 copies each
+    examples = [Example(t, "negative" if (i % 200) < 20 or i % 8 == 0 else "positive", i) for i, t in enumerate(texts)]
+    unique, merged = deduplicated(examples)
+    assert len(unique) == 200 and merged == 1_400
+    assert {e.text: e.label for e in unique}["text 3"] == "negative" and {e.text: e.label for e in unique}[
+        "text 30"
+    ] == "positive"
+    training, validation, held = split_three(unique, 0.3, seed=1)
+    assert not {e.text for e in held} & {e.text for e in training + validation}
+
+
+def test_a_failure_after_training_leaves_no_half_written_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.ops.learning import finetune
+
+    base = build_checkpoint(tmp_path / "base", BERT_MLM_FT, seed=5, trainable=True)
+    data = labelled_file(tmp_path / "labelled.jsonl", 300)
+    out = tmp_path / "candidate"
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise finetune.OperatorError("the disk filled up while writing the calibration")
+
+    monkeypatch.setattr(finetune.calibrate, "write", fails)
+    argv = ["finetune", "--data", str(data), "--model", str(base), "--out", str(out), *RECIPE[:2], "--epochs", "1"]
+    assert main(argv) == 2
+    assert "disk filled up" in capsys.readouterr().err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["base", "labelled.jsonl"]  # no scratch
+    monkeypatch.undo()
+    assert main(argv) == 0 and (out / "triage-calibration.json").exists()  # the same --out, again
+
+
+def test_a_held_out_half_with_one_label_is_refused_before_training() -> None:
+    """A held-out half with one class made cross-fitting raise after the whole training run."""
+    from worker.ops.learning.finetune import check_halves
+    from worker.ops.quality.labelled import Example
+
+    mixed = [Example(f"t{i}", "negative" if i % 3 == 0 else "positive", i) for i in range(40)]
+    check_halves(mixed)
+    one_sided = [
+        Example(f"t{i}", "negative" if i % 2 == 0 else "positive", i) for i in range(40)
+    ]  # even half: negative only
+    with pytest.raises(OperatorError, match="only \\['negative'\\] labels in its even half"):
+        check_halves(one_sided)
+
+
+def test_the_threshold_is_judged_on_the_half_that_did_not_choose_it() -> None:
+    from worker.ops.learning.finetune import cross_judged
+    from worker.ops.quality.fitting import choose_threshold
+
+    rng = random.Random(4)
+    truths = ["negative" if rng.random() < 0.3 else "positive" for _ in range(400)]
+    probs = [min(max(rng.gauss(0.75 if t == "negative" else 0.25, 0.2), 0.0), 1.0) for t in truths]
+    chosen, _ = choose_threshold(truths, probs, min_precision=0.7)  # type: ignore[arg-type]
+    judged = cross_judged(truths, probs, None, 0.7, None, chosen)  # type: ignore[arg-type]
+    assert judged.threshold == chosen.threshold
+    # Judged on the data that chose it, the precision meets the target by construction; judged on the
+    # other half it need not: the figure that is reported is the honest one.
+    assert chosen.escalation_precision is not None and chosen.escalation_precision >= 0.7
+    assert judged.escalation_precision is not None and judged.escalation_precision != chosen.escalation_precision

@@ -1,26 +1,33 @@
 """Finetune: train a new model on a labelled file and judge it beside its base (`triage-worker finetune`).
 
-The file is split with a seed: `--holdout` of it is kept out of training altogether and judges
-the result; a tenth of the rest is the validation set that early stopping watches. On the held-out
-part, the base model (as the worker runs it, with its calibration) and the new one are measured
-side by side with `evaluate`'s figures. The new model's temperature is fitted on the held-out part
-and written beside it; the calibrated figures in the table come from two-fold cross-fitting (each
-half scored with the temperature fitted on the other), so they are never judged on their own fit.
-A threshold is chosen only for a target (`--target-escalation-precision`, `--max-escalation-share`).
+Repeated texts are merged first (one example each, the label most of its copies give), so no text
+is both trained on and judged. The file is then split with a seed: `--holdout` of it is kept out of
+training altogether and judges the result; a tenth of the rest is the validation set that early
+stopping watches. On the held-out part, the base model (as the worker runs it, with its calibration)
+and the new one are measured side by side with `evaluate`'s figures. The new model's temperature is
+fitted on the held-out part and written beside it; the calibrated figures in the table come from
+two-fold cross-fitting (each half scored with the temperature fitted on the other), so they are
+never judged on their own fit. A threshold is chosen only for a target
+(`--target-escalation-precision`, `--max-escalation-share`): the one written is chosen on the whole
+held-out part, and the escalation figures shown judge each half at the threshold chosen on the other.
 
-The output directory holds the weights, the tokenizer, the calibration and a card
-(`triage-card.json` and a README.md): base model and revision, data file digest and size,
-recipe, the held-out figures and the date.
+Everything is written to a scratch folder beside `--out` and renamed to it only once all of it is
+written: a failure leaves no half-written model, and the same `--out` can be used again. It holds the
+weights, the tokenizer, the calibration and a card (`triage-card.json` and a README.md): base model
+and revision, data file digest and size, recipe, the held-out figures and the date.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,9 +39,9 @@ from worker.model.calibration import Calibration, sigmoid
 from worker.model.training.finetune import LabelledTexts, Weighting, finetune
 from worker.model.training.loop import Recipe
 from worker.ops.quality import calibrate, evaluate
-from worker.ops.quality.fitting import choose_threshold, fit_temperature
+from worker.ops.quality.fitting import THRESHOLD_GRID, FitError, choose_threshold, fit_temperature
 from worker.ops.quality.labelled import Example
-from worker.ops.quality.measures import Evaluation, measure
+from worker.ops.quality.measures import Escalation, Evaluation, escalation_at, measure
 from worker.settings import Settings
 
 CARD_FILE = "triage-card.json"
@@ -116,16 +123,48 @@ def run(
     max_share: float | None = None,
     show_progress: bool = True,
 ) -> Outcome:
-    from worker.model.loading import resolve_device
-    from worker.runtime.wiring import build_classifier
-
     check_out(out)
-    training, validation, held = split_three(examples, holdout, recipe.seed)
+    unique, merged = deduplicated(examples)
+    training, validation, held = split_three(unique, holdout, recipe.seed)
     counts = {label: sum(e.label == label for e in training) for label in ("negative", "positive")}
     if min(counts.values()) == 0:
         raise OperatorError(f"fine-tuning needs examples of both labels; the training part has {counts}")
-    base_settings = settings.with_overrides(model=base)
-    base_classifier = build_classifier(base_settings)
+    check_halves(held)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
+    try:
+        outcome = _train_and_judge(
+            settings, data, unique, merged, base, out, scratch, recipe, weighting, (training, validation, held),
+            min_precision, max_share, show_progress,
+        )  # fmt: skip
+        if out.exists():
+            out.rmdir()  # empty: check_out said so
+        os.replace(scratch, out)
+        return outcome
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_and_judge(
+    settings: Settings,
+    data: Path,
+    examples: Sequence[Example],
+    merged: int,
+    base: str,
+    out: Path,
+    scratch: Path,
+    recipe: Recipe,
+    weighting: Weighting,
+    parts: tuple[list[Example], list[Example], list[Example]],
+    min_precision: float | None,
+    max_share: float | None,
+    show_progress: bool,
+) -> Outcome:
+    """Train into `scratch` and write the calibration and card there, naming the model `out`."""
+    from worker.model.loading import resolve_device
+    from worker.runtime.wiring import build_classifier
+
+    training, validation, held = parts
+    base_classifier = build_classifier(settings.with_overrides(model=base))
     threshold = _threshold(settings, base_classifier)
     base_scored = evaluate.score(base_classifier, held, show_progress=show_progress)
     base_judged = Judged(
@@ -151,26 +190,27 @@ def run(
     )
     if bar is not None:
         bar.close()
-    tuned.save(out)
+    tuned.save(scratch)
 
-    new_classifier = build_classifier(settings.with_overrides(model=str(out), calibration="off"))
+    new_classifier = build_classifier(settings.with_overrides(model=str(scratch), calibration="off"))
     new_scored = evaluate.score(new_classifier, held, show_progress=show_progress)
     probs = cross_fitted(new_scored.margins, new_scored.truths)
     chosen, rule = None, None
+    new_threshold = settings.low_confidence_threshold
+    evaluation = measure(new_scored.truths, probs, new_threshold, new_scored.weights)
     if min_precision is not None or max_share is not None:
         chosen, rule = choose_threshold(new_scored.truths, probs, min_precision=min_precision, max_share=max_share)
-    new_threshold = chosen.threshold if chosen else settings.low_confidence_threshold
-    new_judged = Judged(
-        str(out),
-        new_classifier.revision,
-        measure(new_scored.truths, probs, new_threshold, new_scored.weights),
-        new_scored.texts_per_s,
-    )
+        new_threshold = chosen.threshold
+        evaluation = replace(
+            measure(new_scored.truths, probs, new_threshold, new_scored.weights),
+            escalation=cross_judged(new_scored.truths, probs, new_scored.weights, min_precision, max_share, chosen),
+        )
+    new_judged = Judged(str(out), new_classifier.revision, evaluation, new_scored.texts_per_s)
     card = {
         "base_model": base,
         "base_revision": base_judged.revision,
         "revision": new_classifier.revision,
-        "data": data_identity(data, len(examples)),
+        "data": {**data_identity(data, len(examples) + merged), "repeats_merged": merged},
         "split": {"training": len(training), "validation": len(validation), "held_out": len(held)},
         "recipe": {**asdict(recipe), "weighting": weighting, "truncation": settings.truncation},
         "class_weights": tuned.class_weights,
@@ -193,10 +233,61 @@ def run(
         revision=new_classifier.revision,
         fitted={"data": str(data), "holdout_examples": len(held), "seed": recipe.seed, "by": "finetune"},
     )
-    calibrate.write(calibration, out / CALIBRATION_FILE)
-    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(render_card(card), encoding="utf-8")
+    calibrate.write(calibration, scratch / CALIBRATION_FILE)
+    (scratch / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (scratch / "README.md").write_text(render_card(card), encoding="utf-8")
     return Outcome(base_judged, new_judged, calibration, card, out)
+
+
+def deduplicated(examples: Sequence[Example]) -> tuple[list[Example], int]:
+    """One example per text (the first of its copies, with the label most of them give; a tie keeps
+    the first's), and how many copies were merged into it."""
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.text.strip(), []).append(example)
+    unique = []
+    for copies in groups.values():
+        labels = [c.label for c in copies]
+        majority = max(dict.fromkeys(labels), key=labels.count)  # first-seen order breaks a tie
+        unique.append(copies[0] if copies[0].label == majority else replace(copies[0], label=majority))
+    return unique, len(examples) - len(unique)
+
+
+def check_halves(held: Sequence[Example]) -> None:
+    """Each half of the held-out part judges the other's fits (temperature, threshold): it needs both
+    labels. Said before training, not after it."""
+    for name, half in (("even", held[0::2]), ("odd", held[1::2])):
+        labels = {e.label for e in half}
+        if len(labels) < 2:
+            raise OperatorError(
+                f"the held-out part ({len(held)} examples) has only {sorted(labels) or 'no'} labels in its "
+                f"{name} half; give more data or a larger --holdout"
+            )
+
+
+def cross_judged(
+    truths: Sequence[Sentiment],
+    probs: Sequence[float],
+    weights: Sequence[float] | None,
+    min_precision: float | None,
+    max_share: float | None,
+    chosen: Escalation,
+) -> Escalation:
+    """The escalation figures with each half judged at the threshold chosen on the other half, labelled
+    with the threshold chosen on the whole (the one written): never judged on the data that chose it."""
+    halves = (range(0, len(truths), 2), range(1, len(truths), 2))
+    thresholds = [chosen.threshold] * len(truths)
+    for this, other in (halves, halves[::-1]):
+        try:
+            picked, _ = choose_threshold(
+                [truths[i] for i in other], [probs[i] for i in other], min_precision=min_precision, max_share=max_share
+            )
+            at = picked.threshold
+        except FitError:  # the other half meets the target nowhere: this half is judged at the lowest threshold
+            at = THRESHOLD_GRID[0]
+        for i in this:
+            thresholds[i] = at
+    return escalation_at(truths, probs, chosen.threshold, weights, thresholds)
 
 
 def cross_fitted(margins: Sequence[float], truths: Sequence[Sentiment]) -> list[float]:

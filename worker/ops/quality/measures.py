@@ -112,11 +112,15 @@ def escalation_at(
     negative_probs: Sequence[float],
     threshold: float,
     weights: Sequence[float] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> Escalation:
+    """The rule at `threshold`; with `thresholds`, each item judged at its own (a threshold chosen on
+    other items: see finetune's cross-judging), the figure still labelled `threshold`."""
     w = list(weights) if weights is not None else [1] * len(truths)
+    each = list(thresholds) if thresholds is not None else [threshold] * len(truths)
     escalated = caught = 0
-    for truth, p, weight in zip(truths, negative_probs, w, strict=True):
-        if predicted(p) == "negative" or score_of(p) < threshold:
+    for truth, p, weight, at in zip(truths, negative_probs, w, each, strict=True):
+        if predicted(p) == "negative" or score_of(p) < at:
             escalated += weight  # type: ignore[assignment]
             caught += weight * (truth == "negative")  # type: ignore[assignment]
     negatives = sum(weight for t, weight in zip(truths, w, strict=True) if t == "negative")
