@@ -8,7 +8,8 @@ cannot tell a fine-tuned directory from the one it replaced. Rows from before ha
 (TRIAGE_AUDIT_SAMPLE_RATE) and sent to the reviewers with reason `audit`. It stays `escalated =
 false`, so escalation counts, rollups and the acknowledgement figures leave audits out, and
 `audit_sample_daily` counts them on their own: sampled, reviewed, and the model's agreement with
-the reviewers on them (an unbiased estimate of its accuracy on the stream).
+the reviewers on them (an estimate of its misses among the items it let through; with
+TRIAGE_AUDIT_SCOPE=all, a later setting, of its accuracy on the whole stream).
 
 `feedback_results.schema_id`: the Schema Registry id of a value framed in the Confluent wire format
 (magic byte 0, 4-byte schema id, then the JSON); null for plain JSON.

@@ -120,7 +120,7 @@ def test_compare_figures_checked_by_hand(
     capsys.readouterr()
     [found] = comparisons(engine, None)
     assert (found.compared, found.agreed, found.served_escalated, found.shadow_escalated) == (7, 3, 3, 3)
-    queue, audit = found.reviewed["escalation queue"], found.reviewed["audit sample"]
+    queue, audit = found.reviewed["escalation queue"], found.reviewed["audit: misses"]
     # queue: q1 q2 q3, negatives q1 q2; served right on q1 q2, shadow on q1 q3; caught: served 2, shadow 1
     assert (queue.items, queue.negatives, queue.served_correct, queue.shadow_correct) == (3, 2, 2, 2)
     assert (queue.served_caught, queue.shadow_caught) == (2, 1)
@@ -129,7 +129,7 @@ def test_compare_figures_checked_by_hand(
     assert (audit.served_caught, audit.shadow_caught) == (0, 1)
     assert main(["compare", "--since", "30d"]) == 0  # processed now: inside the window
     out = capsys.readouterr().out
-    assert "agree on 42.9% (4 differ)" in out and "audit sample" in out
+    assert "agree on 42.9% (4 differ)" in out and "audit: misses" in out
     day = rows(database_url, "select compared, agreed, escalated, shadow_escalated, reviewed, reviewed_correct, "
                              "reviewed_shadow_correct from shadow_comparison_daily")  # fmt: skip
     assert day == [(7, 3, 3, 3, 5, 3, 4)]

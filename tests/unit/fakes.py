@@ -201,7 +201,7 @@ class MemoryStore:
                 self.rows[result.item.event_id] = result
                 inserted += 1
                 escalations += result.decision.escalate
-                audits += result.decision.audit
+                audits += result.decision.audit and not result.decision.escalate
         return StoreOutcome(inserted, escalations, tuple(duplicates), tuple(refused), audits)
 
 

@@ -46,3 +46,20 @@ def test_the_audit_sample_draws_a_share_of_the_items_not_escalated_by_their_ids(
     assert all(TriagePolicy(0.60, 1.0).decide(prediction("positive", 0.95), i).audit for i in ids[:1000])
     with pytest.raises(ValueError):
         TriagePolicy(0.6, audit_sample_rate=1.5)
+
+
+def test_an_audit_of_the_whole_stream_marks_escalated_items_drawn_too() -> None:
+    """By default the sample is drawn among the items not escalated (the model's misses); with the
+    scope `all`, an escalated item drawn is marked as well, so the marked items sample every item."""
+    from worker.contracts.values import Prediction
+    from worker.runtime.triage import TriagePolicy
+
+    negative, positive = Prediction("negative", 0.9, 0.9, "NEGATIVE"), Prediction("positive", 0.9, 0.1, "POSITIVE")
+    ids = [f"e{i}" for i in range(2_000)]
+    misses = TriagePolicy(0.6, audit_sample_rate=0.1)
+    whole = TriagePolicy(0.6, audit_sample_rate=0.1, audit_scope="all")
+    assert not any(misses.decide(negative, i).audit for i in ids)
+    drawn = [whole.decide(negative, i) for i in ids]
+    assert all(d.escalate and d.reason == "negative" for d in drawn)
+    assert 150 < sum(d.audit for d in drawn) < 250  # about a tenth
+    assert [whole.decide(positive, i).audit for i in ids] == [misses.decide(positive, i).audit for i in ids]

@@ -20,19 +20,25 @@ DRAW_SCALE = float(1 << 64)
 
 
 class TriagePolicy:
-    def __init__(self, low_confidence_threshold: float = 0.60, audit_sample_rate: float = 0.0) -> None:
+    def __init__(
+        self, low_confidence_threshold: float = 0.60, audit_sample_rate: float = 0.0, audit_scope: str = "not_escalated"
+    ) -> None:
         if not 0.0 <= low_confidence_threshold <= 1.0:
             raise ValueError("low_confidence_threshold must be within [0, 1]")
         if not 0.0 <= audit_sample_rate <= 1.0:
             raise ValueError("audit_sample_rate must be within [0, 1]")
+        if audit_scope not in ("not_escalated", "all"):
+            raise ValueError("audit_scope must be not_escalated or all")
         self.threshold = low_confidence_threshold
         self.audit_sample_rate = audit_sample_rate
+        self.audit_scope = audit_scope
 
     def decide(self, prediction: Prediction, event_id: str = "") -> TriageDecision:
+        every = self.audit_scope == "all"
         if prediction.label == "negative":
-            return TriageDecision(escalate=True, reason="negative")
+            return TriageDecision(escalate=True, reason="negative", audit=every and self.drawn(event_id))
         if prediction.score < self.threshold:
-            return TriageDecision(escalate=True, reason="low_confidence")
+            return TriageDecision(escalate=True, reason="low_confidence", audit=every and self.drawn(event_id))
         return TriageDecision(escalate=False, reason=None, audit=self.drawn(event_id))
 
     def drawn(self, event_id: str) -> bool:

@@ -3,11 +3,15 @@
 Reads `shadow_results` joined to `feedback_results` over a window (`--since 7d`), one comparison
 per pair of served and shadow revisions: how often the two agree, how many escalations each made
 or would have made, and, on the items reviewers gave a verdict on, each model's accuracy and
-negatives caught, with how many items each figure rests on. Verdicts come from two places that
-mean different things, so they are reported apart:
+negatives caught, with how many items each figure rests on. Verdicts come from places that mean
+different things, so they are reported apart:
 - the escalation queue: items the served model escalated (so it "caught" every negative there);
-- the audit sample: items the served model let through (so it caught none there; the negatives
-  reviewers found are its misses, and the shadow's figure says how many of them it would catch).
+- the audit sample of the items not escalated (TRIAGE_AUDIT_SAMPLE_RATE): items the served model let
+  through, so it caught none there; the negatives reviewers found are its misses, and this set
+  estimates how many it misses, while the shadow's figure says how many of them it would catch;
+- with TRIAGE_AUDIT_SCOPE=all, the audit sample of the whole stream (escalated items drawn too): its
+  accuracies estimate each model's accuracy on the stream. It is shown only when it differs from the
+  set above.
 `shadow_comparison_daily` is the same join per day, for dashboards.
 """
 
@@ -22,7 +26,11 @@ from sqlalchemy import Engine, text
 from worker.ops.quality.evaluate import percent
 
 REVIEWED_FIELDS = ("items", "negatives", "served_correct", "shadow_correct", "served_caught", "shadow_caught")
-REVIEWED_SETS = {"escalation queue": "not r.audit_sample", "audit sample": "r.audit_sample"}
+REVIEWED_SETS = {
+    "escalation queue": "r.escalated",
+    "audit: misses": "r.audit_sample and not r.escalated",  # the items it let through: its misses
+    "audit: stream": "r.audit_sample",  # with TRIAGE_AUDIT_SCOPE=all, a sample of every item
+}
 
 
 @dataclass(frozen=True)
@@ -135,11 +143,17 @@ def render(found: list[Comparison], window: str) -> str:
             f"{'negatives caught served':>25}{'shadow':>8}",
         ]
         for name, r in c.reviewed.items():
+            if name == "audit: stream" and r.items == c.reviewed["audit: misses"].items:
+                continue  # the audit drew from the items not escalated only: the same set as above
             accuracy = (percent(r.share(r.served_correct, r.items)), percent(r.share(r.shadow_correct, r.items)))
             caught = (percent(r.share(r.served_caught, r.negatives)), percent(r.share(r.shadow_caught, r.negatives)))
             lines.append(
                 f"{name:18}{r.items:>7,}{r.negatives:>11,}{accuracy[0]:>17}{accuracy[1]:>8}{caught[0]:>25}{caught[1]:>8}"
             )
+        lines.append(
+            "audit: misses = the audit sample of the items not escalated: negatives there are ones the served "
+            "model let through"
+        )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
