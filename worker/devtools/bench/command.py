@@ -202,11 +202,16 @@ def _run_suite(args: argparse.Namespace, settings: Settings, texts: list[str]) -
     if not args.random_bert_base:
         raise OperatorError("bench --mode suite needs --random-bert-base TOKENIZER_DIR (a tokenizer to borrow)")
     device = "cpu" if args.dry_run else (args.device or settings.device)
+
+    def write(result: dict[str, Any]) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as scratch:
         model = random_bert_base(args.random_bert_base, Path(scratch) / "bert", tiny=args.dry_run, texts=texts)
-        result = bench_suite(settings.with_overrides(model=model, device=device), texts, dry_run=args.dry_run)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        settings = settings.with_overrides(model=model, device=device)
+        result = bench_suite(settings, texts, dry_run=args.dry_run, checkpoint=write)
+    write(result)
     print(table(result))
     return 1 if result["summary"]["failed_steps"] else 0
 

@@ -2,7 +2,9 @@
 
     1. end to end with 1, 2 and 4 worker processes on one device, from a backlog
     2. p99 produce-to-stored at a steady half of the 1-process rate
-    3. the model alone (the classifier against `pipeline`), and again with torch.compile
+    3. the model alone (the classifier against `pipeline`), on IMDB-length texts
+    4. the model alone on short feedback (10-60 word pieces), the traffic the worker mostly sees
+    5. the model alone on IMDB-length texts with torch.compile (last: compiling takes longest)
 
 The model is a randomly initialised BERT-base with a real tokenizer (`--random-bert-base DIR`) whose
 head is set from a seed so that about half of the events are escalated (see texts), or any
@@ -44,13 +46,31 @@ DRY = {
 }
 
 
-def bench_suite(settings: Settings, texts: list[str], *, dry_run: bool) -> dict[str, Any]:
+def bench_suite(
+    settings: Settings,
+    texts: list[str],
+    *,
+    dry_run: bool,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Every step in order; `checkpoint` gets the result so far after each one (a lease can end mid-suite)."""
     from worker.devtools.bench.e2e_mode import bench_e2e
     from worker.devtools.bench.model_mode import bench_model
+    from worker.devtools.bench.texts import synthetic_feedback
 
     sizes = DRY if dry_run else FULL
     settings = settings.with_overrides(max_batch_size=sizes["batch"])
     steps: dict[str, Any] = {}
+
+    def result() -> dict[str, Any]:
+        return {
+            "mode": "suite",
+            "dry_run": dry_run,
+            "sizes": sizes,
+            "versions": versions(),
+            "steps": steps,
+            "summary": summarise(steps),
+        }
 
     def step(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         started = time.perf_counter()
@@ -59,6 +79,8 @@ def bench_suite(settings: Settings, texts: list[str], *, dry_run: bool) -> dict[
         except Exception as exc:  # noqa: BLE001 - record it, keep the other figures
             steps[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
         print(f"suite: {name} done in {time.perf_counter() - started:.1f}s", flush=True)
+        if checkpoint is not None:
+            checkpoint(result())
         return steps[name] if "error" not in steps[name] else None
 
     def backlog(processes: int) -> Callable[[], dict[str, Any]]:
@@ -86,15 +108,9 @@ def bench_suite(settings: Settings, texts: list[str], *, dry_run: bool) -> dict[
         )
     model_texts = (texts * (sizes["model_texts"] // max(len(texts), 1) + 1))[: sizes["model_texts"]]
     step("model_alone", lambda: bench_model(settings, model_texts, rounds=3))
+    step("model_alone_short", lambda: bench_model(settings, synthetic_feedback(sizes["model_texts"]), rounds=3))
     step("model_alone_compiled", lambda: bench_model(settings.with_overrides(torch_compile=True), model_texts, 3))
-    return {
-        "mode": "suite",
-        "dry_run": dry_run,
-        "sizes": sizes,
-        "versions": versions(),
-        "steps": steps,
-        "summary": summarise(steps),
-    }
+    return result()
 
 
 def versions() -> dict[str, str | None]:
@@ -122,6 +138,7 @@ def summarise(steps: dict[str, Any]) -> dict[str, Any]:
         "p99_ms_at_half_load": steps.get("steady_half_load", {}).get("p99_ms"),
         "model_alone_per_s": model,
         "model_alone_compiled_per_s": steps.get("model_alone_compiled", {}).get("ours_per_s"),
+        "model_alone_short_per_s": steps.get("model_alone_short", {}).get("ours_per_s"),
         "e2e_1p_vs_model_alone": round(one / model, 3) if one and model else None,
         "stage_share_1p": steps.get("e2e_1p", {}).get("stage_share"),
         "failed_steps": sorted(name for name, s in steps.items() if "error" in s),
