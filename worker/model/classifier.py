@@ -22,6 +22,7 @@ import torch
 
 from worker.contracts.inference import Answer, Inference, InferenceStats
 from worker.contracts.values import ClassificationFailure, Prediction
+from worker.logs import get_logger
 from worker.model import onnx_engine, planning
 from worker.model.calibration import Calibration, CalibrationError, sigmoid
 from worker.model.encoding import (
@@ -37,6 +38,7 @@ from worker.model.labels import normalise_labels
 from worker.model.loading import ModelLoadError, load, resolve_device
 
 # How long a single text that ran out of memory waits before each new try (then it is dead-lettered).
+log = get_logger("worker.model")
 OOM_WAITS_S = (0.25, 1.0, 4.0)
 
 
@@ -68,6 +70,7 @@ class SentimentClassifier:
         self.temperature = calibration.temperature if calibration else 1.0
         resolved = resolve_device(device)
         onnx_engine.check_applies(engine, resolved)
+        log.info("model_loading", model=model, device=str(resolved), engine=engine)
         loaded = load(model, resolved, revision=revision)
         self.revision = revision_of(model, loaded.model.config)
         if calibration is not None and calibration.revision and calibration.revision != self.revision:
@@ -113,9 +116,14 @@ class SentimentClassifier:
         self.max_length = self.encoder.max_length
         self.max_batch_size = self.encoder.max_batch_size
         self.max_batch_tokens = self.encoder.max_batch_tokens
+        self.cost_cached = False
         if self.device.type == "cpu":
-            # Timed here, on this machine and this model, so the planner prices its passes truly.
-            self.encoder.cost = planning.measure(self._probe, self.max_length)
+            # Timed on this machine and this model, so the planner prices its passes truly; once, then
+            # kept beside the ONNX exports for every later start (see planning.cached_cost).
+            identity = f"{self.revision}|{engine}|{self.max_length}"
+            self.encoder.cost, self.cost_cached = planning.cached_cost(
+                onnx_cache_dir, identity, lambda: planning.measure(self._probe, self.max_length)
+            )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -127,7 +135,7 @@ class SentimentClassifier:
             "max_length": self.max_length,
             "max_batch_tokens": self.max_batch_tokens,
             "compiled": self.compiled,
-            "pass_cost": self.encoder.cost.describe() if self.encoder.cost else "fill",
+            "pass_cost": {**self.encoder.cost.describe(), "cached": self.cost_cached} if self.encoder.cost else "fill",
             "truncation": self.encoder.truncation,
             "calibration": self.calibration_id or "none",
             "temperature": self.temperature,
