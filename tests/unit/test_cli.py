@@ -65,3 +65,51 @@ def test_options_read_durations_like_settings(option: str) -> None:
     from worker.settings import Settings
 
     assert duration(option) == Settings(outbox_retention=option).outbox_retention
+
+
+def test_send_to_a_topic_the_broker_does_not_have_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What Apache Kafka with auto.create.topics.enable=false does: the topic's metadata never comes."""
+    from kafka.errors import KafkaTimeoutError
+
+    from worker.ops import send
+
+    class NoSuchTopic:
+        def partitions_for(self, topic: str) -> None:
+            raise KafkaTimeoutError("Failed to update metadata after 5.0 secs.")
+
+        def close(self, timeout: float) -> None:
+            pass
+
+    monkeypatch.setattr(send, "build_producer", lambda settings, wait_ms: NoSuchTopic())
+    (tmp_path / "events.jsonl").write_text('{"text": "fine"}\n')
+    assert main(["send", str(tmp_path / "events.jsonl"), "--topic", "feedback.typo"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "triage-worker: the broker at 127.0.0.1:9092 has no topic feedback.typo (or this client may not describe "
+        "it): create it, or name another with --topic"
+    ]
+
+
+def test_help_shows_every_options_default() -> None:
+    """`finetune --help` once showed no defaults."""
+    import argparse
+
+    from worker.cli import build_parser
+    from worker.ops.learning import finetune
+
+    verbs = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    parsers = dict(verbs)
+    parsers |= {f"deadletters {n}": p for n, p in verbs["deadletters"]._subparsers._group_actions[0].choices.items()}  # type: ignore[union-attr]
+    for name, parser in parsers.items():
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and action.help:
+                said = f"(default: {action.default})" in text or "default" in (action.help or "")
+                assert said, (name, action.dest)
+    help_text = " ".join(parsers["finetune"].format_help().split())
+    assert f"the measured recipe's, {finetune.DEFAULT_EPOCHS})" in help_text
+    assert "(default: the measured recipe's, 5e-5)" in help_text and finetune.DEFAULT_LEARNING_RATE == 5e-5
+    assert f"(default: the recipe's, {finetune.DEFAULT_MAX_LENGTH})" in help_text
+    assert f"class weights (default: {finetune.DEFAULT_WEIGHTING})" in help_text

@@ -90,8 +90,8 @@ def test_every_example_command_parses(doc: str, command: str) -> None:
     build_parser().parse_args(words[1:cut])  # argparse exits (a failure here) on an unknown option
 
 
-def test_every_verb_has_an_example() -> None:
-    used = {command.split()[1] for _, command in example_commands()}
+def test_every_verb_has_an_example_in_the_cli_doc() -> None:
+    used = {command.split()[1] for doc, command in example_commands() if doc == "cli.md"}
     assert verbs() <= used, sorted(verbs() - used)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from worker.cli import dev, model, review, service, stream
 from worker.contracts.errors import OperatorError
@@ -30,12 +31,29 @@ log = get_logger("worker.cli")
 GROUPS = (service, stream, review, model, dev)
 
 
+class Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it already names one (or has none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not action.option_strings or "default" in text or unset:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Help)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="triage-worker",
         description="Classify customer feedback from Kafka with a BERT sentiment model; store and triage it.",
     )
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
     for group in GROUPS:
         group.register(verbs)
     return parser
@@ -55,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc)
     except SettingsError as exc:  # an option that overrides a setting (bench --max-batch-size 0)
         return _fail(OperatorError(str(exc)))
+    except Exception as exc:  # an outage of what the verb needs: one line, not a traceback
+        from worker.runtime.wiring import explain
+
+        said = explain(exc, settings)
+        if said is None:
+            raise
+        return _fail(said)
 
 
 def _fail(error: OperatorError) -> int:

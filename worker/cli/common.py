@@ -30,11 +30,17 @@ def duration(value: str) -> timedelta:
 
 @contextmanager
 def database(settings: Settings) -> Iterator[Engine]:
-    """The database for one verb, its connections closed when the verb ends."""
+    """The database for one verb, at the migrations' head, its connections closed when the verb ends.
+    One that cannot be reached, or is behind, is said in one line (see wiring.explain) within the
+    connect timeout (5 s)."""
+    from worker.runtime.postgres.schema import schema_state
     from worker.runtime.wiring import build_engine
 
     engine = build_engine(settings)
     try:
+        schema = schema_state(engine)
+        if not schema.at_head:
+            raise OperatorError(schema.problem())
         yield engine
     finally:
         engine.dispose()

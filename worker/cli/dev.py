@@ -22,7 +22,7 @@ def register(verbs: Verbs) -> None:
     bench.set_defaults(handler=_bench)
 
     schemas = verbs.add_parser("schemas", help="write the wire JSON Schemas generated from the models")
-    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default: ./schemas)")
+    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder")
     schemas.set_defaults(handler=_schemas)
 
 

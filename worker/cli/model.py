@@ -33,7 +33,7 @@ def register(verbs: Verbs) -> None:
 
     calibrate = _labelled_verb(verbs, "calibrate", "fit a temperature (and optionally a threshold) on a labelled file")
     calibrate.add_argument("--holdout", type=float, default=0.3, help="share kept out of the fit to judge it")
-    calibrate.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split (default: 0)")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the fit/held-out split")
     calibrate.add_argument("--out", type=Path, help="file to write (default: TRIAGE_CALIBRATION, or beside the model)")
     _threshold_target(calibrate)
     calibrate.set_defaults(handler=_calibrate)
@@ -43,13 +43,22 @@ def register(verbs: Verbs) -> None:
     )
     _audit_weight(finetune)
     finetune.add_argument("--out", type=Path, required=True, help="new folder for the model, calibration and card")
-    finetune.add_argument("--holdout", type=float, default=0.2, help="share kept out of training to judge it (0.2)")
-    finetune.add_argument("--seed", type=int, default=0, help="seed of the split, the head and the batches (0)")
-    finetune.add_argument("--epochs", type=int, default=None, help="most epochs; early stopping may end sooner")
-    finetune.add_argument("--learning-rate", type=float, default=None)
+    finetune.add_argument("--holdout", type=float, default=0.2, help="share kept out of training to judge it")
+    finetune.add_argument("--seed", type=int, default=0, help="seed of the split, the head and the batches")
+    finetune.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="most epochs; early stopping may end sooner (default: the measured recipe's, 2)",
+    )
+    finetune.add_argument("--learning-rate", type=float, default=None, help="(default: the measured recipe's, 5e-5)")
     finetune.add_argument("--batch-size", type=int, default=32)
-    finetune.add_argument("--max-length", type=int, default=None, help="word pieces per text in training")
-    finetune.add_argument("--weighting", choices=["balanced", "sqrt", "none"], default=None, help="class weights")
+    finetune.add_argument(
+        "--max-length", type=int, default=None, help="word pieces per text in training (default: the recipe's, 128)"
+    )
+    finetune.add_argument(
+        "--weighting", choices=["balanced", "sqrt", "none"], default=None, help="class weights (default: sqrt)"
+    )
     _threshold_target(finetune)
     finetune.set_defaults(handler=_finetune)
 
@@ -60,7 +69,7 @@ def register(verbs: Verbs) -> None:
     texts.add_argument("--data", type=Path, help="JSON lines, CSV or TSV with a text column (labels not needed)")
     texts.add_argument("--from-database", action="store_true", help="the stored feedback texts")
     adapt.add_argument("--since", type=duration, help="with --from-database: only this recent (default: all)")
-    adapt.add_argument("--text-column", default="text", help="the text's key or column (default: text)")
+    adapt.add_argument("--text-column", default="text", help="the text's key or column")
     adapt.add_argument("--model", help="model id or local directory to start from (default: TRIAGE_MODEL)")
     adapt.add_argument("--out", type=Path, required=True, help="new folder for the adapted checkpoint")
     adapt.add_argument("--epochs", type=int, default=None)
@@ -76,8 +85,8 @@ def _labelled_verb(verbs: Verbs, name: str, text: str) -> argparse.ArgumentParse
     verb: argparse.ArgumentParser = verbs.add_parser(name, help=text)
     verb.add_argument("--data", type=Path, required=True, help="JSON lines, CSV or TSV (optionally .gz)")
     verb.add_argument("--model", help="model id or local directory (default: TRIAGE_MODEL)")
-    verb.add_argument("--text-column", default="text", help="the text's key or column (default: text)")
-    verb.add_argument("--label-column", default="label", help="the label's key or column (default: label)")
+    verb.add_argument("--text-column", default="text", help="the text's key or column")
+    verb.add_argument("--label-column", default="label", help="the label's key or column")
     verb.add_argument(
         "--rating-column",
         help="take labels from 1-5 star ratings in this column: 1-2 negative, 4-5 positive, 3 left out",
@@ -88,7 +97,7 @@ def _labelled_verb(verbs: Verbs, name: str, text: str) -> argparse.ArgumentParse
 
 def _audit_weight(verb: argparse.ArgumentParser) -> None:
     verb.add_argument(
-        "--audit-weight", type=float, default=1.0, help="weight of audit-sample verdicts (export marks them; default 1)"
+        "--audit-weight", type=float, default=1.0, help="weight of audit-sample verdicts (export marks them)"
     )
 
 

@@ -16,9 +16,9 @@ from worker.settings import Settings, format_duration
 
 def register(verbs: Verbs) -> None:
     report = verbs.add_parser("report", help="trend report: share negative by product, source or day")
-    report.add_argument("--since", type=duration, default="7d", help="window: 30m, 24h, 7d, 4w ... (default: 7d)")
+    report.add_argument("--since", type=duration, default="7d", help="window: 30m, 24h, 7d, 4w ...")
     report.add_argument(
-        "--group-by", choices=["product", "source", "day"], default="product", help="(default: product)"
+        "--group-by", choices=["product", "source", "day"], default="product", help="what to group the trend by"
     )
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw share negative per day to a PNG")
@@ -43,7 +43,7 @@ def register(verbs: Verbs) -> None:
     export.set_defaults(handler=_export)
 
     compare = verbs.add_parser("compare", help="the shadow model beside the served one on live traffic and verdicts")
-    compare.add_argument("--since", type=duration, default="7d", help="window: 24h, 7d, 4w ... (default: 7d)")
+    compare.add_argument("--since", type=duration, default="7d", help="window: 24h, 7d, 4w ...")
     compare.add_argument("--format", choices=["table", "json"], default="table")
     compare.set_defaults(handler=_compare)
 
@@ -53,7 +53,11 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
     png(args.plot, "--plot")
     with database(settings) as engine:
-        print(trends.render(trends.trend_rows(engine, args.since, args.group_by), args.group_by, args.format))
+        rows = trends.trend_rows(engine, args.since, args.group_by)
+        if not rows and args.format == "table":
+            print(trends.nothing_in(engine, args.since))
+        else:
+            print(trends.render(rows, args.group_by, args.format))
         if args.plot:
             points = trends.daily_points(engine, args.since, args.group_by)
             if not points:

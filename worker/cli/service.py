@@ -20,12 +20,12 @@ def register(verbs: Verbs) -> None:
     run.set_defaults(handler=_run)
 
     migrate = verbs.add_parser("migrate", help="apply the database migrations (Alembic)")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument("--revision", default="head", help="target revision")
     migrate.add_argument("--downgrade", action="store_true", help="downgrade to --revision instead")
     migrate.add_argument(
         "--lock-timeout",
         default="5s",
-        help="how long a migration may wait for a table lock before it gives way and tries again (default: 5s)",
+        help="how long a migration may wait for a table lock before it gives way and tries again",
     )
     migrate.set_defaults(handler=_migrate)
 

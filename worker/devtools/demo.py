@@ -8,6 +8,7 @@ and prints the stored results, the escalation messages, the dead letters and `se
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 
 from sqlalchemy import text
@@ -41,7 +42,9 @@ def _cell(value: object) -> str:
 
 def run_demo(base: Settings) -> int:
     lines = sample_lines()
+    print(f"loading the model {base.model} ...", file=sys.stderr, flush=True)
     classifier = build_classifier(base)  # first: a model that cannot be loaded fails before any service starts
+    print("starting an embedded PostgreSQL and a Tansu broker ...", file=sys.stderr, flush=True)
     with local_stack(base, partitions=3, max_poll_interval_ms=3000) as (settings, broker):
         print(f"postgres: embedded (socket), broker: tansu at {broker.bootstrap_servers}, model: {settings.model}")
         sent = send_lines(settings, lines, progress=False)

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from worker.contracts.errors import OperatorError
 from worker.contracts.wire import ORIGIN_HEADER
 from worker.runtime.kafka.deadletter import OURS, REPLAY_COUNT
-from worker.runtime.wiring import build_producer
+from worker.runtime.wiring import build_producer, build_reader
 from worker.settings import Settings
 
 QUIET_S = 2.0  # stop reading after this long without a record, whatever the end offsets say
@@ -87,8 +87,10 @@ class Replayed:
     topics: Counter[str] = field(default_factory=Counter)
 
 
-def read(settings: Settings, since: timedelta | None = None) -> Iterator[DeadLetter]:
-    consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_common())
+def read(settings: Settings, since: timedelta | None = None, wait_s: float = 5.0) -> Iterator[DeadLetter]:
+    """Every dead letter on the topic (since a time), without a group. A broker that cannot be reached
+    is said in one line within `wait_s` (see wiring.explain); a topic it does not have, too."""
+    consumer = build_reader(settings, wait_ms=int(wait_s * 1000))
     try:
         topic = settings.dead_letter_topic
         partitions = consumer.partitions_for_topic(topic)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, text
 
 from worker.contracts.errors import OperatorError
+from worker.settings import format_duration
 
 Grouping = Literal["product", "source", "day"]
 MAX_PLOTTED_GROUPS = 8  # the rest are summed into "other" so the chart stays readable
@@ -72,6 +73,22 @@ def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | N
             )
             for row in result
         ]
+
+
+def nothing_in(engine: Engine, since: timedelta, now: datetime | None = None) -> str:
+    """What to say when the window holds no feedback: when the newest is, and how far to widen."""
+    with engine.connect() as connection:
+        newest = connection.execute(text("select max(hour) from sentiment_rollup_live")).scalar_one()
+    window = f"no feedback in the last {format_duration(since)}"
+    if newest is None:
+        return f"{window}: none is stored yet"
+    age = (now or datetime.now(timezone.utc)) - newest
+    hours = timedelta(hours=max(int(age.total_seconds() // 3600), 1))
+    wider = timedelta(days=age.days + 1)
+    return (
+        f"{window}; the newest is from {newest:%Y-%m-%d %H:00} UTC, {format_duration(hours)} ago: "
+        f"try --since {format_duration(wider)}"
+    )
 
 
 def window_start(since: timedelta, now: datetime | None = None) -> datetime:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from worker.contracts.errors import OperatorError
@@ -122,16 +122,55 @@ def build_engine(settings: Settings, *, pool_size: int = 2) -> Engine:
     )
 
 
-def build_producer(settings: Settings) -> KafkaProducer:
+def build_producer(settings: Settings, wait_ms: int = BOOTSTRAP_TIMEOUT_MS) -> KafkaProducer:
+    """`wait_ms`: how long connecting, and a send waiting for a topic's metadata, may take."""
     return KafkaProducer(
         acks="all",
         linger_ms=5,
         batch_size=PRODUCER_BATCH_BYTES,
-        max_block_ms=5_000,  # a send never stalls a stage for long while the broker is away
+        max_block_ms=wait_ms,  # a send never stalls a stage for long while the broker is away
         max_request_size=settings.kafka_max_message_bytes,  # the topics' limit: what would not fit is refused here
-        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        bootstrap_timeout_ms=wait_ms,
+        allow_auto_create_topics=False,  # a missing topic is the deployment's to create, never a typo's
         **settings.kafka_common(),
     )
+
+
+def build_reader(settings: Settings, wait_ms: int = BOOTSTRAP_TIMEOUT_MS) -> KafkaConsumer:
+    """A consumer with no group, for reading a topic without committing (the operator tools)."""
+    return KafkaConsumer(
+        enable_auto_commit=False, bootstrap_timeout_ms=wait_ms, request_timeout_ms=max(wait_ms, 1_000) + 1_000,
+        **settings.kafka_common(),
+    )  # fmt: skip
+
+
+def explain(exc: BaseException, settings: Settings) -> OperatorError | None:
+    """An outage or a schema problem said in one line for the operator, or None for anything else.
+
+    The verbs' one error path: a database that cannot be reached, one whose schema is behind (a
+    missing table or column), a broker that cannot be reached. Never a statement's parameters (they
+    may hold customer text), never a secret."""
+    if isinstance(exc, DBAPIError):
+        error = classify(exc)
+        url = make_url(settings.sqlalchemy_url())
+        where = f"{url.host or 'the local socket'}:{url.port or 5432}/{url.database}"
+        if error.kind is Kind.OUTAGE:
+            reason = settings.redact(error.message)[:200]
+            return OperatorError(
+                f"cannot reach the database at {where} ({error.name}: {reason}); "
+                "check TRIAGE_DATABASE_URL and that PostgreSQL is up"
+            )
+        if error.sqlstate in ("42P01", "42703"):  # undefined table, undefined column: an older schema
+            return OperatorError(
+                f"the database at {where} lacks what this worker needs ({error.name}); run `triage-worker migrate`"
+            )
+        return DatabaseMisconfigured(error)
+    if isinstance(exc, KafkaError):
+        return OperatorError(
+            f"cannot reach the broker at {settings.kafka_bootstrap_servers} ({type(exc).__name__}); "
+            "check TRIAGE_KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
+        )
+    return None
 
 
 def build_consumer(settings: Settings) -> KafkaConsumer:
