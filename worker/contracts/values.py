@@ -70,6 +70,11 @@ class Prediction:
     negative_prob: float
     raw_label: str  # the model's own label name, e.g. LABEL_0
     margin: float = 0.0  # negative logit minus positive logit, before calibration (calibrate fits on it)
+    # With a category head (see worker/model/category_head.py): its top category and that one's
+    # probability, calibrated; None for a model without one. Routing (runtime/routing.py) decides
+    # whether the item goes to that category's team.
+    category: str | None = None
+    category_score: float | None = None
 
 
 @dataclass(frozen=True)

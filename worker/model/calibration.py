@@ -5,6 +5,10 @@ Temperature scaling divides it by T before the sigmoid, so the probabilities mov
 not. The classifier applies the calibration to every answer; each stored row names the calibration
 by its id (the first 12 hex digits of the file's SHA-256), so a score can always be traced to it.
 
+A model with a category head (see `category_head`) gets a second section, `category`: the temperature
+of the category softmax, the routing threshold that reached a target routed accuracy, and the figures
+of each category on the calibration data (its F1 decides whether the category is gated).
+
 Where the file lives (TRIAGE_CALIBRATION): `auto` reads `triage-calibration.json` beside a model
 that is a local directory, if there is one; a path reads that file (it must exist); `off` uses none.
 """
@@ -36,6 +40,7 @@ class Calibration:
     model: str = ""
     revision: str = ""  # the model's identity when fitted (see `identity`); "" in files from before it was kept
     fitted: dict[str, Any] = field(default_factory=dict)  # how and on what it was fitted, for people
+    category: CategoryCalibration | None = None  # for a model with a category head
     id: str = ""  # set by `load`: a digest of the file
 
     def negative_probability(self, margin: float) -> float:
@@ -45,6 +50,14 @@ class Calibration:
         fields = asdict(self)
         del fields["id"]
         return json.dumps(fields, indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class CategoryCalibration:
+    temperature: float = 1.0  # divides the category logits before the softmax
+    threshold: float | None = None  # route only at or above this category score; None: the setting's
+    threshold_rule: str | None = None  # e.g. "routed accuracy >= 0.9"
+    figures: dict[str, dict[str, float]] = field(default_factory=dict)  # per category: f1, support
 
 
 def sigmoid(x: float) -> float:
@@ -67,6 +80,7 @@ def load(path: Path) -> Calibration:
             raise ValueError(f"temperature must be a positive number, got {temperature}")
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+        category = _category_section(fields.get("category"))
     except (ValueError, KeyError, TypeError) as exc:
         raise CalibrationError(f"{path} is not a calibration written by `triage-worker calibrate`: {exc}") from None
     return Calibration(
@@ -76,7 +90,25 @@ def load(path: Path) -> Calibration:
         model=str(fields.get("model", "")),
         revision=str(fields.get("revision", "")),
         fitted=dict(fields.get("fitted") or {}),
+        category=category,
         id=hashlib.sha256(raw).hexdigest()[:12],
+    )
+
+
+def _category_section(fields: dict[str, Any] | None) -> CategoryCalibration | None:
+    if fields is None:
+        return None
+    temperature = float(fields.get("temperature", 1.0))
+    threshold = fields.get("threshold")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"category temperature must be a positive number, got {temperature}")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"category threshold must be within [0, 1], got {threshold}")
+    return CategoryCalibration(
+        temperature=temperature,
+        threshold=None if threshold is None else float(threshold),
+        threshold_rule=fields.get("threshold_rule"),
+        figures={str(k): dict(v) for k, v in (fields.get("figures") or {}).items()},
     )
 
 

@@ -7,7 +7,8 @@ in fp32, in torch or, with TRIAGE_ENGINE, in ONNX Runtime (fp32 or int8; see `on
 the planner's pass costs are timed at load (see `planning`). A pass that runs out of memory is
 split in halves and retried; a single text that still fails comes back as a ClassificationFailure
 for the dead-letter topic. `classify` returns the answers in the caller's order together with what
-the passes cost.
+the passes cost. A model directory with a category head (see `category_head`) answers a category
+too, from the same pass: its softmax, divided by the calibration's category temperature.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from worker.contracts.inference import Answer, Inference, InferenceStats
 from worker.contracts.values import ClassificationFailure, Prediction
 from worker.logs import get_logger
-from worker.model import onnx_engine, planning
+from worker.model import category_head, onnx_engine, planning
 from worker.model.calibration import Calibration, CalibrationError, sigmoid
 from worker.model.encoding import (
     DEFAULT_BATCH_SIZE,
@@ -81,7 +82,10 @@ class SentimentClassifier:
                 "(or set TRIAGE_CALIBRATION=off)"
             )
         self.device, self.dtype, self.tokenizer = loaded.device, loaded.dtype, loaded.tokenizer
-        self.model = loaded.model
+        self.model, self.category_card = category_head.attach(loaded.model, Path(model).expanduser())
+        self.categories = self.category_card.names if self.category_card else []
+        category = calibration.category if calibration else None
+        self.category_temperature = category.temperature if category else 1.0
         if self.device.type == "cuda":
             # cuDNN's attention builds a plan for every new (batch, length) shape, and ours vary
             # with every batch: measured on an H100, fresh shapes ran at 4,800 reviews/s with it
@@ -140,6 +144,7 @@ class SentimentClassifier:
             "calibration": self.calibration_id or "none",
             "temperature": self.temperature,
             "labels": {self.raw_labels[i]: s for i, s in self.labels.items()},
+            "categories": self.categories or "none",
         }
 
     def predict(self, texts: Sequence[str]) -> list[Answer]:
@@ -218,8 +223,10 @@ class SentimentClassifier:
         and every further torch call on them (softmax, max, indexing) cost more than the work (see
         worker/docs/performance.md: the no-model profile). A tie counts as negative (a human sees it)."""
         negative, positive, temperature = self.negative_index, self.positive_index, self.temperature
+        sentiments = len(self.raw_labels)
         answers: list[Answer] = []
         for row in logits.cpu().tolist():
+            category, category_score = self._category(row[sentiments:]) if self.categories else (None, None)
             margin = row[negative] - row[positive]
             if not math.isfinite(margin):  # fp16 overflow on some GPUs: no answer, rather than "positive"
                 answers.append(ClassificationFailure(f"the model returned a non-finite logit margin ({margin})"))
@@ -233,6 +240,17 @@ class SentimentClassifier:
                     negative_prob=negative_prob,
                     raw_label=self.raw_labels[best],
                     margin=margin,
+                    category=category,
+                    category_score=category_score,
                 )
             )
         return answers
+
+    def _category(self, logits: list[float]) -> tuple[str | None, float | None]:
+        """The top category and its probability (softmax over logits / temperature); None if not finite."""
+        scaled = [x / self.category_temperature for x in logits]
+        top = max(range(len(scaled)), key=scaled.__getitem__)
+        if not math.isfinite(scaled[top]):
+            return None, None
+        total = sum(math.exp(x - scaled[top]) for x in scaled)
+        return self.categories[top], 1.0 / total
