@@ -125,15 +125,19 @@ def test_the_gpu_suite_runs_every_step_in_a_dry_run(
     argv = ["bench", "--mode", "suite", "--dry-run", "--random-bert-base", str(checkpoint_pos_neg), "--json", str(out)]
     assert main(argv) == 0, capsys.readouterr().out
     result = json.loads(out.read_text())
-    assert set(result["steps"]) == {
-        "e2e_1p", "e2e_2p", "e2e_4p", "steady_half_load", "model_alone", "model_alone_compiled"
-    }  # fmt: skip
+    assert list(result["steps"]) == [
+        "e2e_1p", "e2e_2p", "e2e_4p", "e2e_1p_imdb", "steady_half_load",
+        "model_alone_imdb", "model_alone_short", "profile_imdb",
+    ]  # fmt: skip
     assert not result["summary"]["failed_steps"]
-    for processes in (1, 2, 4):
-        step = result["steps"][f"e2e_{processes}p"]
+    for name, processes in (("e2e_1p", 1), ("e2e_2p", 2), ("e2e_4p", 4), ("e2e_1p_imdb", 1)):
+        step = result["steps"][name]
         assert step["workers"] == processes and step["stored"] == 96 * processes and step["device"] == "cpu"
-        # The seeded head escalates about half, not nearly every event as random weights alone would.
+        # Each corpus's seeded head escalates about half, not nearly every event as random weights would.
         assert 0.2 < step["escalated"] / step["stored"] < 0.8, step
+    for name in ("model_alone_imdb", "model_alone_short"):  # priced beside the same model without it
+        assert result["steps"][name]["category_head"]["categories"] == 9
+    assert result["steps"]["profile_imdb"]["classify_per_s"] > 0
     assert result["summary"]["p99_ms_at_half_load"] is not None
     assert "scaling vs 1 process" in capsys.readouterr().out
 

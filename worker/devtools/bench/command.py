@@ -30,7 +30,7 @@ def _at_least(least: int, text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode",
-        choices=["model", "e2e", "trends", "suite"],
+        choices=["model", "e2e", "trends", "suite", "profile"],
         default="model",
         help="suite: every GPU figure in one run (e2e with 1, 2, 4 processes, p99 at half load, the model alone)",
     )
@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trends: micro-batches of 64 written with the rollups on and off, in turns of 100 (default: 1200)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (TRIAGE_TORCH_COMPILE)")
+    parser.add_argument(
+        "--category-head",
+        type=positive_int,
+        metavar="N",
+        help="model: also run ours with a category head of N categories on the same model, and print its cost",
+    )
     parser.add_argument("--max-batch-size", type=int, help="default: TRIAGE_MAX_BATCH_SIZE")
     parser.add_argument("--max-batch-tokens", type=int, help="default: TRIAGE_MAX_BATCH_TOKENS")
     parser.add_argument(
@@ -143,9 +149,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from worker.devtools.bench.model_mode import bench_model, table_lines
     from worker.devtools.bench.texts import random_bert_base
 
-    texts = corpus(args.texts, args.events)
     if args.mode == "suite":
-        return _run_suite(args, settings, texts)
+        return _run_suite(args, settings)
+    texts = corpus(args.texts, args.events)
     updates = {
         key: value
         for key, value in {
@@ -162,8 +168,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.random_bert_base:
             updates["model"] = random_bert_base(args.random_bert_base, Path(scratch) / "bert-base-random")
         settings = settings.with_overrides(**updates)
-        if args.mode == "model":
-            result = bench_model(settings, texts, args.rounds)
+        if args.mode == "profile":
+            from worker.devtools.bench.profile_mode import bench_profile
+
+            result = bench_profile(settings, texts)
+            summary = (
+                f"encode_per_s={result['encode_per_s']} classify_per_s={result['classify_per_s']} "
+                f"predict_per_s={result['predict_per_s']} forward={result['forward']} "
+                f"device_busy_share={result['profile']['device_busy_share']}"
+            )
+        elif args.mode == "model":
+            result = bench_model(settings, texts, args.rounds, args.category_head or 0)
+            head = result.get("category_head")
             summary = (
                 "\n".join(table_lines(result))
                 + "\n"
@@ -172,6 +188,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     f"baseline_per_s={result['baseline_per_s']} max_score_diff={result['max_score_diff']} "
                     f"label_agreement={result['label_agreement']} device={result['device']}"
                 )
+                + (f"\ncategory head of {head['categories']}: cost={head['cost']:.2%} (target < 5%)" if head else "")
             )
         elif args.shadow:
             result, summary = _shadow_cost(args, settings, texts)
@@ -195,22 +212,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_suite(args: argparse.Namespace, settings: Settings, texts: list[str]) -> int:
+def _run_suite(args: argparse.Namespace, settings: Settings) -> int:
     from worker.devtools.bench.suite_mode import bench_suite, table
-    from worker.devtools.bench.texts import random_bert_base
+    from worker.devtools.bench.texts import random_bert_base, synthetic_feedback, synthetic_reviews
 
     if not args.random_bert_base:
         raise OperatorError("bench --mode suite needs --random-bert-base TOKENIZER_DIR (a tokenizer to borrow)")
     device = "cpu" if args.dry_run else (args.device or settings.device)
+    corpora = {"short": synthetic_feedback(2_000), "imdb": synthetic_reviews(2_000)}
 
     def write(result: dict[str, Any]) -> None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory() as scratch:
-        model = random_bert_base(args.random_bert_base, Path(scratch) / "bert", tiny=args.dry_run, texts=texts)
-        settings = settings.with_overrides(model=model, device=device)
-        result = bench_suite(settings, texts, dry_run=args.dry_run, checkpoint=write)
+        # One model per corpus, its head centred on that corpus, so each escalates about half.
+        models = {
+            corpus: random_bert_base(args.random_bert_base, Path(scratch) / corpus, tiny=args.dry_run, texts=texts)
+            for corpus, texts in corpora.items()
+        }
+        result = bench_suite(
+            settings.with_overrides(device=device), models, corpora, dry_run=args.dry_run, checkpoint=write
+        )
     write(result)
     print(table(result))
     return 1 if result["summary"]["failed_steps"] else 0

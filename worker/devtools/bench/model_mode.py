@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from worker.contracts.errors import OperatorError
 from worker.runtime.wiring import build_classifier
 from worker.settings import Settings
 
@@ -28,32 +29,27 @@ HALF = 0.5  # ... and start a new batch where a text is under this share of the 
 Labeller = Callable[[list[str]], list[tuple[str, float]]]  # texts -> (sentiment, score) each
 
 
-def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[str, Any]:
+def bench_model(settings: Settings, texts: list[str], rounds: int = 3, category_head: int = 0) -> dict[str, Any]:
+    """Ours against the peers on `texts`; with `category_head` N, also ours with a head of N categories
+    (seeded, untrained) on the same model, to price the second head."""
     import torch
 
-    from worker.contracts.values import Prediction
-
     # The same work as the peers: their truncation (the start of a text), no calibration.
-    ours = build_classifier(settings.with_overrides(truncation="head", calibration="off"))
+    settings = settings.with_overrides(truncation="head", calibration="off")
+    ours = build_classifier(settings)
     passes: list[Any] = []  # the classifier's stats for each micro-batch
 
-    def ours_in_micro_batches(chunk: list[str]) -> list[tuple[str, float]]:
-        # The worker hands the classifier one micro-batch (at most max_batch_size events) at a
-        # time, so it can only sort by length within that window; this does the same.
-        answers: list[tuple[str, float]] = []
-        for start in range(0, len(chunk), ours.max_batch_size):
-            inference = ours.classify(ours.encode(chunk[start : start + ours.max_batch_size]))
-            passes.append(inference.stats)
-            for answer in inference.answers:
-                assert isinstance(answer, Prediction)
-                answers.append((answer.label, answer.score))
-        return answers
-
     with tempfile.TemporaryDirectory() as scratch:
-        systems = {**_peers(settings.model, ours, Path(scratch)), "ours": ours_in_micro_batches}
+        systems = {**_peers(settings.model, ours, Path(scratch)), "ours": _in_micro_batches(ours, passes)}
+        if category_head:
+            names = [f"category_{n}" for n in range(category_head)]
+            with_head = with_category_head(settings.model, Path(scratch) / "with-categories", names)
+            systems["ours_with_categories"] = _in_micro_batches(
+                build_classifier(settings.with_overrides(model=str(with_head))), []
+            )
         # Warm up each (a compiled model gets a few shapes compiled before the clock starts).
         for name, system in systems.items():
-            system(texts[: ours.max_batch_size * (4 if settings.torch_compile and name == "ours" else 1)])
+            system(texts[: ours.max_batch_size * (4 if settings.torch_compile and name.startswith("ours") else 1)])
         passes.clear()
         # The systems take turns on consecutive slices of the texts, so a burst of noise from
         # elsewhere on the machine lands on all of them instead of on whichever ran at that moment.
@@ -109,7 +105,52 @@ def bench_model(settings: Settings, texts: list[str], rounds: int = 3) -> dict[s
         "max_batch_size": ours.max_batch_size,
         "max_batch_tokens": ours.max_batch_tokens,
         "torch_compile": settings.torch_compile,
+        **(
+            {
+                "category_head": {
+                    "categories": category_head,
+                    "per_s": table["ours_with_categories"]["per_s"],
+                    "cost": round(1 - seconds["ours"] / seconds["ours_with_categories"], 4),
+                }
+            }
+            if category_head
+            else {}
+        ),
     }
+
+
+def _in_micro_batches(classifier: Any, passes: list[Any]) -> Labeller:
+    """The classifier as the worker drives it: one micro-batch (at most max_batch_size texts) at a time,
+    so it sorts by length only within that window."""
+    from worker.contracts.values import Prediction
+
+    def label(chunk: list[str]) -> list[tuple[str, float]]:
+        answers: list[tuple[str, float]] = []
+        for start in range(0, len(chunk), classifier.max_batch_size):
+            inference = classifier.classify(classifier.encode(chunk[start : start + classifier.max_batch_size]))
+            passes.append(inference.stats)
+            for answer in inference.answers:
+                assert isinstance(answer, Prediction)
+                answers.append((answer.label, answer.score))
+        return answers
+
+    return label
+
+
+def with_category_head(model: str, out: Path, names: list[str]) -> Path:
+    """A copy of the model directory `model` with a seeded, untrained category head over `names`."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from worker.model import category_head
+
+    if not Path(model).is_dir():
+        raise OperatorError(f"--category-head needs --model to be a local directory, got {model!r}")
+    shutil.copytree(model, out)
+    two = category_head.new_head(AutoModelForSequenceClassification.from_pretrained(out), names)
+    category_head.save(two, category_head.card_of(two, names), out)
+    return out
 
 
 def table_lines(result: dict[str, Any]) -> list[str]:
