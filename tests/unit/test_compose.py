@@ -17,8 +17,13 @@ def test_services_and_images() -> None:
     assert SERVICES["kafka-init"]["image"] == SERVICES["kafka"]["image"]
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert "controller" in SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
-    for name in ("migrate", "worker", "worker-gpu"):
-        assert "dockerfile_inline" in SERVICES[name]["build"]
+    for name, target in (("migrate", "cpu"), ("worker", "cpu"), ("worker-gpu", "gpu")):
+        build = SERVICES[name]["build"]
+        assert build["dockerfile"] == "worker/ops/deploy/Dockerfile" and build["target"] == target
+        assert (Path(__file__).resolve().parents[2] / build["dockerfile"]).is_file()
+        # The image writes only to the cache volume and /tmp: its root filesystem is read-only.
+        assert SERVICES[name]["read_only"] is True and SERVICES[name]["tmpfs"] == ["/tmp"]
+        assert "model-cache:/cache" in SERVICES[name]["volumes"]
     assert SERVICES["migrate"]["command"] == ["migrate"] and SERVICES["worker"]["command"] == ["run"]
 
 

@@ -11,13 +11,13 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-from worker.devtools.dependencies import LOCKS, Lock, lock_blocks, normalise, pinned
+from worker.devtools.dependencies import LOCKS, TOOLS, Lock, lock_blocks, normalise, pinned
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-@pytest.mark.parametrize("lock", LOCKS, ids=lambda lock: lock.name)
+@pytest.mark.parametrize("lock", [*LOCKS, *TOOLS], ids=lambda lock: lock.name)
 def test_every_locked_package_has_a_version_and_a_hash(lock: Lock) -> None:
     blocks = lock_blocks(lock.path)
     assert blocks, lock.path
@@ -72,6 +72,9 @@ def test_torch_is_the_cpu_build_in_the_cpu_locks_and_the_same_release_on_the_gpu
 def test_ci_and_the_readme_install_from_the_locks() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m worker.devtools.dependencies install dev" in ci
+    for tool in TOOLS:  # each in its venv, with what it is for
+        assert f"python -m worker.devtools.dependencies install {tool.name}" in ci
+        assert all(normalise(r.split(">")[0].split("=")[0]) in pinned(tool.path) for r in tool.requirements)
     assert "pip install" not in ci  # nothing beside the lock
     readme = (ROOT / "README.md").read_text()
     assert "python -m worker.devtools.dependencies install demo && triage-worker demo" in readme

@@ -149,7 +149,7 @@ def prometheus_exprs() -> list[str]:
 def test_every_metric_the_dashboard_queries_is_exported() -> None:
     exported = Metrics().exported_names()
     queried = {name for expr in prometheus_exprs() for name in re.findall(r"\btriage_[a-z_]+\b", expr)}
-    assert len(queried) >= 12
+    assert len(queried) >= 16
     assert queried <= exported, sorted(queried - exported)
 
 
@@ -174,9 +174,13 @@ def test_observability_profile_is_wired() -> None:
     port = int(services["worker"]["environment"]["TRIAGE_METRICS_PORT"])
     assert scrape_config["dns_sd_configs"][0]["port"] == port
     assert set(scrape_config["dns_sd_configs"][0]["names"]) == {"worker", "worker-gpu"}
+    # The dashboard names no data source of its own: its variables pick one of each provisioned type.
     sources = (ROOT / "worker/ops/observability/grafana/provisioning/datasources/datasources.yml").read_text()
-    uids = {d["uid"] for d in yaml.safe_load(sources)["datasources"]}
-    assert {t["datasource"]["uid"] for p in DASHBOARD["panels"] for t in p["targets"]} <= uids
+    types = {d["type"] for d in yaml.safe_load(sources)["datasources"]}
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    for target in (t for p in DASHBOARD["panels"] for t in p["targets"]):
+        variable = variables[target["datasource"]["uid"].strip("${}")]
+        assert variable["type"] == "datasource" and variable["query"] == target["datasource"]["type"] in types
 
 
 def test_healthz_fails_when_the_main_loop_stops_turning() -> None:
@@ -211,43 +215,6 @@ def test_the_runner_beats_on_every_poll() -> None:
     assert runner.heartbeat.last is None
     runner.run(until=lambda totals: totals.stored == 3)
     assert runner.heartbeat.last is not None
-
-
-ALERTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "worker/ops/observability/alerts.yml").read_text())
-PROMQL_FUNCTIONS = {"sum", "max", "rate", "increase", "deriv", "clamp_min", "by", "on", "and"}
-
-
-def promql_problems(expr: str) -> list[str]:
-    """A small check of the PromQL the alert rules use: brackets balance, quotes close, and every
-    identifier followed by `(` is a function or aggregation we know."""
-    problems, stack = [], []
-    pairs = {")": "(", "]": "[", "}": "{"}
-    for char in re.sub(r'"[^"]*"', '""', expr):
-        if char in "([{":
-            stack.append(char)
-        elif char in pairs:
-            if not stack or stack.pop() != pairs[char]:
-                problems.append(f"unbalanced {char!r}")
-    if stack or expr.count('"') % 2:
-        problems.append("unclosed bracket or quote")
-    called = set(re.findall(r"\b([a-z_]+)\s*\(", re.sub(r'"[^"]*"', '""', expr)))
-    problems += [f"unknown function {name}" for name in called - PROMQL_FUNCTIONS]
-    return problems
-
-
-def test_every_alert_rule_parses_and_queries_exported_metrics() -> None:
-    rules = [rule for group in ALERTS["groups"] for rule in group["rules"]]
-    assert {r["alert"] for r in rules} >= {
-        "TriageEscalationsStuck", "TriageDeadLetterGuardTripped", "TriageDeadLettersSurging",
-        "TriageWorkerDown", "TriageWorkerWedged", "TriageLagGrowing", "TriageHousekeepingBehind",
-    }  # fmt: skip
-    exported = Metrics().exported_names() | {"up"}
-    for rule in rules:
-        assert not promql_problems(rule["expr"]), (rule["alert"], promql_problems(rule["expr"]))
-        queried = set(re.findall(r"\b(triage_[a-z_]+|up)\b(?=\s*[{\[)]|\s*[<>=]|\s*$)", rule["expr"]))
-        assert queried and queried <= exported, (rule["alert"], sorted(queried - exported))
-        assert rule["labels"]["severity"] in {"page", "ticket"} and rule["annotations"]["summary"]
-    assert promql_problems("sum(rate(x[5m])") and promql_problems("nope(x)")  # the check can fail
 
 
 def test_escalation_delivery_latency_is_a_histogram_of_escalations_only() -> None:

@@ -2,6 +2,7 @@
 versions the ranges in pyproject.toml allow.
 
     python -m worker.devtools.dependencies install dev   # this venv: a lock's packages, then the project (CI, demo)
+    python -m worker.devtools.dependencies install scan  # .venv/scan: checkov, in a venv of its own (TOOLS)
     python -m worker.devtools.dependencies lock          # regenerate every lock (uv pip compile, with hashes)
     python -m worker.devtools.dependencies newest        # newest allowed versions in a scratch venv: unit suite + mypy
 
@@ -13,6 +14,9 @@ here, every package with its version and hashes, for CPython 3.11 on Linux x86-6
 the image's). Each lock is one install (LOCKS): `dev` for CI and development, `demo` for the README's
 first command, `image` and `image-gpu` for the Dockerfile's CPU and GPU targets. `dev` is resolved
 first and constrains the others, so a package has one version in all of them (a test holds that).
+A tool the tests run as a program, whose own pins cannot share a venv with the project, gets a lock
+and a venv of its own (TOOLS): checkov requires packaging under 24, and setuptools 77 (the build
+backend this project's licence field needs) requires 24.2 or later.
 
 torch is the one package whose build differs: the CPU locks take the CPU build (`torch==X+cpu`) from
 the PyTorch CPU wheel index (TORCH_CPU_WHEELS, or `--torch-wheels DIR` where a machine keeps them on
@@ -58,6 +62,30 @@ LOCKS = (
     Lock("demo", ("local",), "cpu", "the README's demo command"),
     Lock("image", ("onnx",), "cpu", "the image's CPU target (worker/ops/deploy/Dockerfile)"),
     Lock("image-gpu", ("onnx",), "cuda", "the image's GPU target"),
+)
+
+
+@dataclass(frozen=True)
+class ToolLock:
+    """A program the tests run, locked and installed into a venv of its own, apart from the project."""
+
+    name: str
+    requirements: tuple[str, ...]
+    venv: Path
+    purpose: str
+
+    @property
+    def path(self) -> Path:
+        return LOCK_DIR / f"{self.name}.lock"
+
+
+TOOLS = (
+    ToolLock(
+        "scan",
+        ("checkov>=3.2,<4",),
+        ROOT / ".venv" / "scan",
+        "checkov, which scans the Dockerfile and the rendered manifests in the tests",
+    ),
 )
 REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.M)
 
@@ -131,8 +159,50 @@ def lock_all(torch: str, torch_wheels: str) -> None:
     for lock in others:  # every package as in dev; the GPU lock's torch (and its CUDA stack) aside
         same = {name: v for name, v in locked.items() if lock.torch_build == "cpu" or name != "torch"}
         compile_lock(lock, torch, torch_wheels, {"dev lock": "\n".join(f"{n}=={v}" for n, v in same.items())})
-    for lock in LOCKS:
-        print(f"{lock.path.relative_to(ROOT)}: {len(pinned(lock.path))} packages ({lock.purpose})")
+    for tool in TOOLS:
+        compile_tool(tool)
+    for each in (*LOCKS, *TOOLS):
+        print(f"{each.path.relative_to(ROOT)}: {len(pinned(each.path))} packages ({each.purpose})")
+
+
+def compile_tool(tool: ToolLock) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        wanted = Path(scratch, "requirements.in")
+        wanted.write_text("\n".join(tool.requirements) + "\n")
+        subprocess.run(
+            [
+                *_uv(),
+                "pip",
+                "compile",
+                str(wanted),
+                "--generate-hashes",
+                "--python-version",
+                PYTHON_VERSION,
+                "--python-platform",
+                PLATFORM,
+                "--custom-compile-command",
+                REGENERATE,
+                "--output-file",
+                str(tool.path),
+                "--quiet",
+            ],
+            check=True,
+            cwd=ROOT,
+        )
+        text = tool.path.read_text().replace(str(wanted), "requirements")
+    where = tool.venv.relative_to(ROOT)
+    tool.path.write_text(f"# {tool.purpose}; in {where}; CPython {PYTHON_VERSION}, Linux x86-64\n{text}")
+
+
+def install_tool(tool: ToolLock) -> None:
+    """A fresh venv at `tool.venv` with every package of its lock, at its version and hash."""
+    shutil.rmtree(tool.venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(tool.venv)], check=True)
+    python = str(tool.venv / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r", str(tool.path)], check=True
+    )
+    subprocess.run([python, "-m", "pip", "check"], check=True)
 
 
 def install(lock: Lock, torch_wheels: str) -> None:
@@ -228,14 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
     into = verbs.add_parser("install", help="install a lock, then this project, into the running venv")
-    into.add_argument("lock", choices=[lock.name for lock in LOCKS])
+    into.add_argument("lock", choices=[lock.name for lock in (*LOCKS, *TOOLS)])
     lock = verbs.add_parser("lock", help="regenerate every lock from pyproject.toml")
     lock.add_argument("--torch", help="the torch release to lock (default: the one the dev lock holds)")
     check = verbs.add_parser("newest", help="the newest allowed versions in a scratch venv: mypy and the unit suite")
     check.add_argument("--keep", action="store_true", help="keep the scratch venv")
     args = parser.parse_args(argv)
     if args.verb == "install":
-        install(next(lock for lock in LOCKS if lock.name == args.lock), args.torch_wheels)
+        tool = next((tool for tool in TOOLS if tool.name == args.lock), None)
+        if tool is not None:
+            install_tool(tool)
+        else:
+            install(next(lock for lock in LOCKS if lock.name == args.lock), args.torch_wheels)
         return 0
     if args.verb == "lock":
         lock_all(args.torch or torch_version(), args.torch_wheels)
