@@ -29,6 +29,12 @@ TEXTS = [
 ]
 
 
+def export_folder(cache: Path) -> Path:
+    """The one export folder in an ONNX cache (the planner's timed pass costs sit beside it, in pass-costs/)."""
+    (folder,) = (p for p in cache.iterdir() if p.name != "pass-costs")
+    return folder
+
+
 def margins(classifier: SentimentClassifier) -> list[float]:
     answers = classifier.predict(TEXTS)
     assert all(isinstance(a, Prediction) for a in answers)
@@ -45,7 +51,7 @@ def test_onnx_fp32_gives_torchs_answers(checkpoint_pos_neg: Path, tmp_path: Path
 
 def test_int8_is_exported_once_and_named_in_the_model_column(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
     first = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx-int8", onnx_cache_dir=tmp_path)
-    (folder,) = tmp_path.iterdir()
+    folder = export_folder(tmp_path)
     assert folder.name.startswith(first.revision.replace(":", "-"))
     written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert set(written) == {"model.onnx", "model-int8.onnx", "manifest.json"}
@@ -62,7 +68,7 @@ def test_a_graph_the_manifest_does_not_vouch_for_is_exported_again(checkpoint_po
     """A planted graph served under the genuine revision once said positive 1.000 for negative texts.
     Now each file must match the digest its manifest recorded, for these weights."""
     honest = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx", onnx_cache_dir=tmp_path)
-    (folder,) = tmp_path.iterdir()
+    folder = export_folder(tmp_path)
     planted = build_checkpoint(tmp_path / "other", BERT_FINETUNED_IMDB, seed=9)
     impostor = SentimentClassifier(str(planted), device="cpu", engine="onnx", onnx_cache_dir=tmp_path / "x")
     assert margins(impostor) != pytest.approx(margins(honest), abs=1e-3)
