@@ -106,7 +106,7 @@ def test_oversized_values_headers_and_escalations_are_handled_and_the_worker_kee
     cut = [m for key, m in escalations.items() if key and key[1:2] == b"c"]
     assert cut and all(len(m.value) < LIMIT and dict(m.headers)["triage.text.cut"] for m in cut)
     assert all(json.loads(m.value)["text"].startswith("terrible and slow") for m in cut)
-    assert all(dict(m.headers)["triage.schema"] == b"escalation-event.v2" for m in escalations.values())
+    assert all(dict(m.headers)["triage.schema"] == b"escalation-event.v3" for m in escalations.values())
     stored_whole = rows(database_url, "select length(text) from feedback_results where event_id like 'ac%' limit 1")
     assert stored_whole[0][0] > LIMIT - 1_000  # the row keeps the whole text; only the message is cut
     assert report["dead_letters_found"] == report["dead_letters_expected"] > 0

@@ -1,6 +1,6 @@
 """Real producers' batches: a librdkafka producer (confluent-kafka, a client we did not write) with each
 codec Java and Go producers use, with headers and null keys; every event is stored exactly once, and a
-librdkafka consumer reads escalations that validate against schemas/escalation-event.v2.json."""
+librdkafka consumer reads escalations that validate against schemas/escalation-event.v3.json."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.services import ESCALATIONS, INPUT, WorkerProcess, scalar, wait_until
 from worker.devtools.local_services import LocalBroker, read_topic
 
 pytestmark = pytest.mark.integration
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "escalation-event.v2.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "escalation-event.v3.json").read_text())
 
 
 def librdkafka_escalations(bootstrap: str, expected: int, timeout_s: float = 60) -> list[confluent_kafka.Message]:
@@ -84,7 +84,7 @@ def test_compressed_batches_from_librdkafka_are_stored_exactly_once(
         n = event["metadata"]["n"]
         assert headers == {
             "triage.event_id": event["event_id"].encode(),
-            "triage.schema": b"escalation-event.v2",
+            "triage.schema": b"escalation-event.v3",
             "traceparent": f"00-{n:032x}-{n:016x}-01".encode(),
         }
 

@@ -125,7 +125,7 @@ def test_valid_and_malformed_events_end_where_they_belong(
     messages = read_topic(broker.bootstrap_servers, ESCALATIONS)
     keys = Counter(msg.key.decode() for msg in messages)
     assert set(keys) == escalated and set(keys.values()) == {1}
-    schema = json.loads((SCHEMAS / "escalation-event.v2.json").read_text())
+    schema = json.loads((SCHEMAS / "escalation-event.v3.json").read_text())
     for msg in messages:
         payload = json.loads(msg.value)
         jsonschema.validate(payload, schema)

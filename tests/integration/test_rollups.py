@@ -166,13 +166,16 @@ def test_folds_while_two_workers_write_and_acknowledge_count_everything_once(dat
 TODAYS_COLUMNS_UP = """
     alter table escalation_outbox add column topic text, add column headers jsonb, add column source_time timestamptz;
     alter table feedback_results add column model_revision text, add column audit_sample boolean not null default false,
-        add column schema_id integer;
+        add column schema_id integer, add column category text, add column category_predicted text,
+        add column category_score float8;
     create table shadow_results (event_id text, processed_at timestamptz, model text, model_revision text,
-        calibration text, label text, score float8, negative_prob float8, escalated boolean, escalation_reason text)
+        calibration text, label text, score float8, negative_prob float8, escalated boolean, escalation_reason text,
+        category text, category_predicted text, category_score float8)
 """
 TODAYS_COLUMNS_DOWN = """
     alter table escalation_outbox drop column topic, drop column headers, drop column source_time;
-    alter table feedback_results drop column model_revision, drop column audit_sample, drop column schema_id;
+    alter table feedback_results drop column model_revision, drop column audit_sample, drop column schema_id,
+        drop column category, drop column category_predicted, drop column category_score;
     drop table shadow_results
 """
 
@@ -193,7 +196,7 @@ def test_migration_0007_folds_on_the_way_down_and_counts_on_after_the_way_up(dat
     acknowledge(engine, escalated[5:8], "rita")
     assert rows(database_url, FOLDED) == rows(database_url, RAW_GROUP_BY)
     with engine.begin() as connection:
-        connection.execute(text(TODAYS_COLUMNS_DOWN))  # 0008 and 0009 add them back
+        connection.execute(text(TODAYS_COLUMNS_DOWN))  # 0008, 0009 and 0011 add them back
     migrate.upgrade(database_url)
     store.write([item(rng, n) for n in range(150, 200)])
     assert rows(database_url, "select count(*) > 0 from sentiment_rollup_pending") == [(True,)]

@@ -40,7 +40,7 @@ def test_schemas_verb_writes_files(tmp_path: Path) -> None:
     assert main(["schemas", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "dead-letter.v1.json",
-        "escalation-event.v2.json",
+        "escalation-event.v3.json",
         "feedback-event.v1.json",
         "triage-result.v2.json",
     ]

@@ -71,6 +71,6 @@ def test_escalation_payload_passes_its_schema() -> None:
         item, Prediction("negative", 0.9, 0.9, "NEGATIVE"), TriageDecision(True, "negative"), "m", 1.0, 1
     )
     payload = escalation_event(result, datetime.now(timezone.utc), include_text=False).model_dump(mode="json")
-    schema = json.loads((SCHEMAS / "escalation-event.v2.json").read_text())
+    schema = json.loads((SCHEMAS / "escalation-event.v3.json").read_text())
     jsonschema.validate(payload, schema)
     assert payload["text"] is None and payload["reason"] == "negative"

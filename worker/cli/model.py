@@ -59,8 +59,31 @@ def register(verbs: Verbs) -> None:
     finetune.add_argument(
         "--weighting", choices=["balanced", "sqrt", "none"], default=None, help="class weights (default: sqrt)"
     )
+    finetune.add_argument(
+        "--category-training",
+        choices=["joint", "sequential"],
+        default="joint",
+        help="with tags: train the category head with the encoder (joint) or after it, on the frozen result",
+    )
+    finetune.add_argument(
+        "--head-learning-rate", type=float, default=None, help="the category head's own rate (default: 1e-3)"
+    )
     _threshold_target(finetune)
     finetune.set_defaults(handler=_finetune)
+
+    categories = verbs.add_parser("categories", help="categories nobody defined yet: `categories suggest`")
+    actions = categories.add_subparsers(dest="action", required=True, metavar="ACTION")
+    suggest = actions.add_parser(
+        "suggest", help="cluster the escalations left in `general` (or routed with a low score) into candidates"
+    )
+    suggest.add_argument("--since", type=duration, default="30d", help="how far back to read: 7d, 30d, 12w")
+    suggest.add_argument("--clusters", type=int, default=8, help="how many clusters to find")
+    suggest.add_argument("--limit", type=int, default=5000, help="read at most this many of the newest")
+    suggest.add_argument(
+        "--low-score", type=float, default=None, help="a routed item under this category score counts as unsure "
+        "(default: TRIAGE_CATEGORY_THRESHOLD)",
+    )  # fmt: skip
+    suggest.set_defaults(handler=_suggest)
 
     adapt = verbs.add_parser(
         "adapt", help="masked-LM training on unlabelled feedback, before finetune (domain adaptation)"
@@ -91,6 +114,11 @@ def _labelled_verb(verbs: Verbs, name: str, text: str) -> argparse.ArgumentParse
         "--rating-column",
         help="take labels from 1-5 star ratings in this column: 1-2 negative, 4-5 positive, 3 left out",
     )
+    verb.add_argument(
+        "--category-column",
+        default="category",
+        help="the category tag's key or column (checked against TRIAGE_CATEGORIES); rows without one are untagged",
+    )
     verb.add_argument("--limit", type=int, help="only the first N examples")
     return verb
 
@@ -105,6 +133,12 @@ def _threshold_target(verb: argparse.ArgumentParser) -> None:
     target = verb.add_mutually_exclusive_group()
     target.add_argument("--target-escalation-precision", type=float, metavar="P", help="choose the threshold too")
     target.add_argument("--max-escalation-share", type=float, metavar="S", help="choose the threshold too")
+    verb.add_argument(
+        "--target-routed-accuracy",
+        type=float,
+        metavar="A",
+        help="with categories: choose the category threshold where this share of routed items reach the right team",
+    )
 
 
 def _classify(settings: Settings, args: argparse.Namespace) -> int:
@@ -120,8 +154,9 @@ def _classify(settings: Settings, args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def _labelled_examples(args: argparse.Namespace) -> list[Any]:
+def _labelled_examples(args: argparse.Namespace, settings: Settings) -> list[Any]:
     from worker.ops.quality.labelled import read_examples
+    from worker.runtime.wiring import build_categories
 
     if args.limit is not None and args.limit < 1:
         raise OperatorError(f"--limit must be at least 1, got {args.limit}")
@@ -134,17 +169,19 @@ def _labelled_examples(args: argparse.Namespace) -> list[Any]:
         args.label_column,
         rating_column=args.rating_column,
         audit_weight=audit_weight,
+        category_column=args.category_column,
+        categories=build_categories(settings),
     )
     return examples[: args.limit]
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.ops.quality import evaluate, measures
+    from worker.ops.quality import category_measures, evaluate, measures
     from worker.ops.quality.plot import plot
     from worker.runtime.wiring import build_classifier, build_policy
 
     png(args.plot, "--plot")
-    examples = _labelled_examples(args)
+    examples = _labelled_examples(args, settings)
     if args.compare_quantized:
         from worker.ops.quality import quantized
 
@@ -155,14 +192,21 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
             print(f"figures written to {args.json}", file=sys.stderr)
         return ExitStatus.OK
     classifier = build_classifier(settings)
-    threshold = build_policy(settings, classifier).threshold
+    policy = build_policy(settings, classifier)
+    classifier.keep_category_logits = True
     scored = evaluate.score(classifier, examples)
     if not scored.predictions:
         raise OperatorError(f"the model could classify none of the {len(examples)} texts")
-    evaluation = measures.measure(scored.truths, scored.negative_probs, threshold, scored.weights)
+    evaluation = measures.measure(scored.truths, scored.negative_probs, policy.threshold, scored.weights)
     about = {"data": str(args.data), **classifier.describe(), "failed": scored.failed}
     about["texts_per_s"] = scored.texts_per_s
     print(evaluate.render(evaluation, about))
+    figures = _category_figures(settings, classifier, scored, policy.router)
+    if figures is not None:
+        about["category"] = figures.as_dict()
+        if policy.router is not None:
+            about["category"]["gated_when_served"] = policy.router.gated
+        print("\n" + "\n".join(category_measures.render(figures)))
     if args.json:
         args.json.write_text(evaluate.as_json(evaluation, about), encoding="utf-8")
         print(f"figures written to {args.json}", file=sys.stderr)
@@ -172,14 +216,32 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def _category_figures(settings: Settings, classifier: Any, scored: Any, router: Any) -> Any:
+    """The category figures on the tagged examples, at the served threshold and temperature; None when
+    the model has no category head or the data has no tags."""
+    from worker.ops.quality import category_measures
+
+    tagged = scored.tagged()
+    if not classifier.categories or not tagged:
+        return None
+    return category_measures.measure(
+        tagged,
+        classifier.categories,
+        temperature=classifier.category_temperature,
+        threshold=router.threshold if router else settings.category_threshold,
+        f1_floor=settings.category_f1_floor,
+    )
+
+
 def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.quality import calibrate, evaluate
     from worker.runtime.wiring import build_classifier
 
     path = calibrate.output_path(args.out, settings.calibration, settings.model)
     calibrate.check_holdout(args.holdout)
-    examples = _labelled_examples(args)
+    examples = _labelled_examples(args, settings)
     classifier = build_classifier(settings, calibrated=False)
+    classifier.keep_category_logits = True
     scored = evaluate.score(classifier, examples)
     fitted = calibrate.fit(
         scored,
@@ -192,7 +254,33 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
         max_share=args.max_escalation_share,
         data=str(args.data),
     )
+    category_lines: list[str] = []
+    tagged = scored.tagged()
+    if classifier.categories and tagged:
+        from dataclasses import replace
+
+        from worker.ops.quality import category_measures
+
+        fit_part, held = calibrate.split(len(tagged), args.holdout, args.seed)
+        section, figures = category_measures.fit(
+            [tagged[i] for i in fit_part],
+            [tagged[i] for i in held],
+            classifier.categories,
+            f1_floor=settings.category_f1_floor,
+            threshold=settings.category_threshold,
+            target=args.target_routed_accuracy,
+        )
+        fitted = replace(fitted, calibration=replace(fitted.calibration, category=section))
+        category_lines = [
+            f"category temperature {section.temperature:.4f}"
+            + (f", threshold {section.threshold:.2f} chosen for {section.threshold_rule}" if section.threshold else ""),
+            *category_measures.render(figures),
+        ]
+    elif args.target_routed_accuracy is not None:
+        raise OperatorError("--target-routed-accuracy needs a model with a category head and tagged examples")
     print(calibrate.render(fitted, calibrate.write(fitted.calibration, path)))
+    if category_lines:
+        print("\n".join(category_lines))
     return ExitStatus.OK
 
 
@@ -201,11 +289,15 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.quality.calibrate import check_holdout
 
     check_holdout(args.holdout)
-    recipe = finetune.recipe(args.epochs, args.learning_rate, args.batch_size, args.max_length, args.seed)
+    from worker.runtime.wiring import build_categories
+
+    recipe = finetune.recipe(
+        args.epochs, args.learning_rate, args.batch_size, args.max_length, args.seed, args.head_learning_rate
+    )
     outcome = finetune.run(
         settings,
         data=args.data,
-        examples=_labelled_examples(args),
+        examples=_labelled_examples(args, settings),
         base=args.model or settings.model,
         out=args.out,
         recipe=recipe,
@@ -213,8 +305,28 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
         holdout=args.holdout,
         min_precision=args.target_escalation_precision,
         max_share=args.max_escalation_share,
+        categories=build_categories(settings),
+        category_training=args.category_training,
+        target_routed_accuracy=args.target_routed_accuracy,
     )
     print(finetune.render(outcome))
+    return ExitStatus.OK
+
+
+def _suggest(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops.learning import suggest
+    from worker.runtime.wiring import build_classifier
+
+    if args.clusters < 2:
+        raise OperatorError(f"--clusters must be at least 2, got {args.clusters}")
+    low = settings.category_threshold if args.low_score is None else args.low_score
+    with database(settings) as engine:
+        texts = suggest.texts_left_in_general(engine, args.since, low, args.limit)
+    window = f"in the last {format_duration(args.since)}"
+    if not texts:
+        raise OperatorError(f"no stored escalation text left in `general` {window}", exit_status=ExitStatus.FAILED)
+    vectors = build_classifier(settings).embed(texts)
+    print(suggest.render(suggest.suggest(vectors, texts, args.clusters), len(texts), window))
     return ExitStatus.OK
 
 

@@ -18,7 +18,10 @@ def register(verbs: Verbs) -> None:
     report = verbs.add_parser("report", help="trend report: share negative by product, source or day")
     report.add_argument("--since", type=duration, default="7d", help="window: 30m, 24h, 7d, 4w ...")
     report.add_argument(
-        "--group-by", choices=["product", "source", "day"], default="product", help="what to group the trend by"
+        "--group-by",
+        choices=["product", "source", "day", "category"],
+        default="product",
+        help="what to group the trend by",
     )
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw share negative per day to a PNG")
@@ -28,6 +31,9 @@ def register(verbs: Verbs) -> None:
     ack.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     ack.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who handled it (default: $USER)")
     ack.add_argument("--label", choices=["positive", "negative"], help="what the feedback really was")
+    ack.add_argument(
+        "--category", help="the team's category it belongs to (TRIAGE_CATEGORIES; `general`: none of them)"
+    )
     ack.set_defaults(handler=_ack)
 
     forget = verbs.add_parser("forget", help="erase a customer's text and identifiers from results and the outbox")
@@ -69,9 +75,18 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ack(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.acks import acknowledge
+    from worker.runtime.wiring import build_categories
 
+    category = None
+    if args.category is not None:
+        defined = build_categories(settings)
+        if defined is None:
+            raise OperatorError("--category needs TRIAGE_CATEGORIES: the category file the tag is checked against")
+        category = defined.check(args.category, "--category")
+        if args.label is None:
+            raise OperatorError("--category comes with --label: a tag is a verdict on the item, sentiment included")
     with database(settings) as engine:
-        outcome = acknowledge(engine, args.event_ids, args.by, args.label)
+        outcome = acknowledge(engine, args.event_ids, args.by, args.label, category)
     for event_id, said in outcome.done:
         print(f"{event_id}: {said}")
     for event_id, said in outcome.refused:

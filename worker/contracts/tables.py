@@ -55,6 +55,12 @@ feedback_results = Table(
     Column("reviewed_at", DateTime(timezone=True)),
     Column("audit_sample", Boolean, nullable=False),  # sent to the reviewers as an audit (migration 0009)
     Column("schema_id", Integer),  # the Schema Registry id of a framed value (migration 0009); null: plain JSON
+    # With categories (migration 0011): the team it went to or `general`, the head's top answer and its
+    # score; the reviewer's category from `ack --category`.
+    Column("category", Text),
+    Column("category_predicted", Text),
+    Column("category_score", Float),
+    Column("reviewed_category", Text),
 )
 
 shadow_results = Table(  # a shadow candidate's answers, stored with the results they shadow (migration 0009)
@@ -70,6 +76,9 @@ shadow_results = Table(  # a shadow candidate's answers, stored with the results
     Column("negative_prob", Float, nullable=False),
     Column("escalated", Boolean, nullable=False),  # what its policy would have done; it never escalates
     Column("escalation_reason", Text),
+    Column("category", Text),  # as in feedback_results (migration 0011)
+    Column("category_predicted", Text),
+    Column("category_score", Float),
 )
 
 result_ids = Table(  # the idempotency ledger: one row per event id stored, until retention prunes it
@@ -105,6 +114,7 @@ sentiment_rollup = Table(
     Column("source", Text),
     Column("product", Text),
     Column("model", Text, nullable=False),
+    Column("category", Text),  # the team's category or `general`; null without categories (migration 0011)
     Column("total", BigInteger, nullable=False),
     Column("negatives", BigInteger, nullable=False),
     Column("escalations", BigInteger, nullable=False),
@@ -119,6 +129,7 @@ acknowledgement_rollup = Table(  # per UTC hour of acknowledgement and product; 
     metadata,
     Column("hour", DateTime(timezone=True), nullable=False),
     Column("product", Text),
+    Column("category", Text),  # migration 0011
     Column("handled", BigInteger, nullable=False),
     Column("seconds_sum", Float, nullable=False),
     Column("within_1h", BigInteger, nullable=False),

@@ -75,6 +75,7 @@ class Prediction:
     # whether the item goes to that category's team.
     category: str | None = None
     category_score: float | None = None
+    category_logits: tuple[float, ...] | None = None  # kept only for evaluate and calibrate (keep_category_logits)
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,27 @@ class ClassificationFailure:
     message: str
 
 
+CategorySource = Literal["model", "reviewer"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which team an item goes to (see worker/runtime/routing.py). `category` is `general` when the item
+    is not routed: under the category threshold, a gated category, or the head said `general`."""
+
+    category: str  # the team's category, or `general`
+    predicted: str  # the category head's top answer, routed or not
+    score: float  # the head's (calibrated) probability of `predicted`
+    destination: str | None  # the category's route (a topic, or a key for a router); None: general
+    source: CategorySource = "model"
+
+
 @dataclass(frozen=True)
 class TriageDecision:
     escalate: bool
     reason: EscalationReason | None
     audit: bool = False  # not escalated, but drawn for the audit sample: it goes to the reviewers too
+    route: Route | None = None  # with categories (TRIAGE_CATEGORIES and a model with a category head)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 
 from worker.contracts.errors import ErrorClass
-from worker.contracts.values import EscalationReason
+from worker.contracts.values import CategorySource, EscalationReason
 
 SCHEMA_HEADER = "triage.schema"  # on every message the worker writes: the version of its schema
 ORIGIN_HEADER = "triage.origin"  # on a replayed record: where it was first consumed, topic:partition:offset
@@ -55,11 +55,12 @@ class FeedbackEvent(BaseModel):
 
 
 class EscalationEvent(BaseModel):
-    """`escalation-event.v2`: a result a human should look at; key = event_id. (v1 had no `audit` reason.)"""
+    """`escalation-event.v3`: a result a human should look at; key = event_id. (v1 had no `audit` reason;
+    v2 no category. A v2 consumer reads v3: the new fields are optional and v2 allowed extra ones.)"""
 
     model_config = ConfigDict(
-        title="escalation-event.v2",
-        json_schema_extra={"$id": "escalation-event.v2.json"},
+        title="escalation-event.v3",
+        json_schema_extra={"$id": "escalation-event.v3.json"},
     )
 
     event_id: str
@@ -79,6 +80,17 @@ class EscalationEvent(BaseModel):
         None, description="The producer's `metadata`, as sent (a ticket URL, an order id); null when it sent none."
     )
     escalated_at: datetime
+    category: str | None = Field(
+        None,
+        description="The team it is routed to (TRIAGE_CATEGORIES), or `general` when it is not routed; null "
+        "when the model has no category head. Also in the `triage.category` header.",
+    )
+    category_score: float | None = Field(
+        None, ge=0.0, le=1.0, description="The category head's calibrated probability of its top category."
+    )
+    category_source: CategorySource | None = Field(
+        None, description="`model` (the category head) or `reviewer` (re-routed by `triage-worker ack --category`)."
+    )
 
 
 class TriageResult(BaseModel):
@@ -163,7 +175,7 @@ class DeadLetterHeaders(BaseModel):
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "feedback-event.v1.json": FeedbackEvent,
-    "escalation-event.v2.json": EscalationEvent,
+    "escalation-event.v3.json": EscalationEvent,
     "triage-result.v2.json": TriageResult,
     "dead-letter.v1.json": DeadLetterHeaders,
 }
@@ -171,7 +183,7 @@ WRITTEN = {"escalation-event", "triage-result", "dead-letter"}  # the worker wri
 
 
 def version_of(model: type[BaseModel]) -> str:
-    """The version a message of `model` names in its `triage.schema` header: `escalation-event.v2`."""
+    """The version a message of `model` names in its `triage.schema` header: `escalation-event.v3`."""
     return str(model.model_config.get("title"))
 
 

@@ -84,6 +84,7 @@ class SentimentClassifier:
         self.device, self.dtype, self.tokenizer = loaded.device, loaded.dtype, loaded.tokenizer
         self.model, self.category_card = category_head.attach(loaded.model, Path(model).expanduser())
         self.categories = self.category_card.names if self.category_card else []
+        self.keep_category_logits = False  # evaluate and calibrate set it: they fit and measure on the logits
         category = calibration.category if calibration else None
         self.category_temperature = category.temperature if category else 1.0
         if self.device.type == "cuda":
@@ -213,6 +214,28 @@ class SentimentClassifier:
         with torch.inference_mode():
             return self.model(**inputs).logits.float()
 
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """The features the sentiment head reads (and the category head beside it), one vector per text, in
+        order: what `categories suggest` clusters. Always through torch, in the planned passes."""
+        plain = self.model.model if isinstance(self.model, category_head.TwoHeads) else self.model
+        name, layer = category_head.feature_layer(plain)
+        seen: list[torch.Tensor] = []
+        hook = layer.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+        vectors: list[list[float]] = [[] for _ in texts]
+        try:
+            encoded = self.encode(texts)
+            for indexes, tensors in encoded.passes:
+                padded = tensors if tensors is not None else self.encoder.pad([encoded.ids[i] for i in indexes])
+                with torch.inference_mode():
+                    plain(**{k: v.to(self.device) for k, v in padded.items()})
+                features = seen.pop()
+                features = features[:, 0] if features.dim() == 3 else features
+                for index, row in zip(indexes, features.float().cpu().tolist(), strict=True):
+                    vectors[index] = row
+        finally:
+            hook.remove()
+        return vectors
+
     def _probe(self, n: int, length: int) -> None:
         """One forward pass of `n` texts of `length` word pieces, for the planner's cost measurement."""
         filler = self.tokenizer.unk_token_id or 0
@@ -242,6 +265,7 @@ class SentimentClassifier:
                     margin=margin,
                     category=category,
                     category_score=category_score,
+                    category_logits=tuple(row[sentiments:]) if self.keep_category_logits and self.categories else None,
                 )
             )
         return answers

@@ -6,8 +6,11 @@ Acknowledging sets `acknowledged_at`/`acknowledged_by`; acknowledging twice keep
 verdict sets `reviewed_label`/`reviewed_by`/`reviewed_at` (and acknowledges, if not yet done); a
 later verdict replaces an earlier one, and the change is reported. Audit-sample items (sent to
 the reviewers without being escalated) are acknowledged the same way. Unknown ids and results
-that were never sent to the reviewers are reported and left unchanged. A trigger takes a new acknowledgement off
-the open escalations counted in the hourly rollups (migrations 0004 and 0007).
+that were never sent to the reviewers are reported and left unchanged. With `--category NAME`
+(checked against TRIAGE_CATEGORIES before anything is written; `general` for "no team's category")
+the reviewer tags the item in the same act (`reviewed_category`), exported beside the label for
+`finetune`. A trigger takes a new acknowledgement off the open escalations counted in the hourly
+rollups (migrations 0004 and 0007).
 """
 
 from __future__ import annotations
@@ -32,11 +35,21 @@ class AckOutcome:
         return not self.refused
 
 
-def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentiment | None = None) -> AckOutcome:
+def acknowledge(
+    engine: Engine,
+    event_ids: Sequence[str],
+    by: str,
+    label: Sentiment | None = None,
+    category: str | None = None,
+) -> AckOutcome:
     results = feedback_results.c
     outcome = AckOutcome()
     now = datetime.now(timezone.utc)
-    verdict = {"reviewed_label": label, "reviewed_by": by, "reviewed_at": now} if label is not None else {}
+    verdict: dict[str, object] = {"reviewed_by": by, "reviewed_at": now} if label or category else {}
+    if label is not None:
+        verdict["reviewed_label"] = label
+    if category is not None:
+        verdict["reviewed_category"] = category
     newly: list[str] = []  # acknowledged now
     again: list[str] = []  # acknowledged before: only a verdict changes
     with engine.begin() as connection:
@@ -49,6 +62,8 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
                     results.audit_sample,
                     results.acknowledged_at,
                     results.reviewed_label,
+                    results.reviewed_category,
+                    results.category,
                 )
                 .where(results.event_id.in_(list(event_ids)))
                 .with_for_update()
@@ -71,6 +86,8 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
                     said.append(f"verdict changed from {row.reviewed_label} to {label}")
                 else:
                     said.append(f"verdict {label} confirmed")
+            if category is not None:
+                said.append(_tag_said(row.reviewed_category, row.category, category))
             outcome.done.append((event_id, ", ".join(said)))
         # One statement for all new acknowledgements: the trigger then locks the rollup rows it
         # adds to once, in key order, so two people acknowledging at once never deadlock.
@@ -83,3 +100,11 @@ def acknowledge(engine: Engine, event_ids: Sequence[str], by: str, label: Sentim
         if again and verdict:
             connection.execute(update(feedback_results).where(results.event_id.in_(again)).values(**verdict))
     return outcome
+
+
+def _tag_said(before: str | None, routed: str | None, category: str) -> str:
+    """What a category tag did, said against the reviewer's earlier tag and where the model sent it."""
+    if before is not None and before != category:
+        return f"category changed from {before} to {category}"
+    model = f" (the model routed it to {routed})" if routed is not None and routed != category else ""
+    return f"category {category}{model}"

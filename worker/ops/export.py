@@ -8,7 +8,9 @@ counted and left out.
 Verdicts on escalated items (negative or unsure) describe the escalation queue, not the whole
 stream; those on the audit sample (TRIAGE_AUDIT_SAMPLE_RATE) describe the items the model let
 through, and carry `"audit": true`, so `evaluate` and `finetune` can weigh them
-(`--audit-weight`).
+(`--audit-weight`). A reviewer's category tag (`ack --category`) is written as `category`
+beside the label, with the model's own (`model_category`), for `finetune` to train the category
+head on; a row without a tag has none.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def export_reviewed(engine: Engine, out: IO[str], since: timedelta | None = None
             c.calibration,
             c.reviewed_at,
             c.audit_sample,
+            c.reviewed_category,
+            c.category_predicted,
         )
-        .where(c.reviewed_label.is_not(None))
+        .where(c.reviewed_label.is_not(None))  # a category tag comes with a verdict (ack checks it)
         .order_by(c.reviewed_at, c.event_id)
     )
     if since is not None:
@@ -67,6 +71,8 @@ def export_reviewed(engine: Engine, out: IO[str], since: timedelta | None = None
                 calibration=row.calibration,
                 audit=row.audit_sample,
                 reviewed_at=row.reviewed_at.isoformat(),
+                **({"category": row.reviewed_category} if row.reviewed_category else {}),
+                **({"model_category": row.category_predicted} if row.category_predicted else {}),
             )
             written += 1
     return Exported(written, without_text)

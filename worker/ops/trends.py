@@ -7,6 +7,11 @@ with `--plot` a PNG chart of share negative per day for each group (lines) over 
 those still pending), so its cost follows the number of hours and groups in the window, not the
 number of results. The window is whole UTC hours: the hour now running and every full hour after
 `now - since`.
+
+`--group-by category` splits by the team each item went to (`general` for the rest; `(none)` for
+results from before categories), and adds the time to acknowledge each category's escalations
+(`acknowledgement_rollup`, by the hour of the acknowledgement): mean seconds and the share handled
+within an hour.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +29,7 @@ from sqlalchemy import Engine, text
 from worker.contracts.errors import OperatorError
 from worker.settings import format_duration
 
-Grouping = Literal["product", "source", "day"]
+Grouping = Literal["product", "source", "day", "category"]
 MAX_PLOTTED_GROUPS = 8  # the rest are summed into "other" so the chart stays readable
 UNKNOWN = "(none)"
 
@@ -37,6 +42,9 @@ class TrendRow:
     share_negative: float
     escalations: int
     open_escalations: int
+    acknowledged: int | None = None  # --group-by category: escalations acknowledged in the window
+    mean_ack_s: float | None = None  # ... and how long they took, on average
+    share_ack_within_1h: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,12 @@ class DailyPoint:
 
 def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | None = None) -> list[TrendRow]:
     """One row per group in the window, worst share negative first (ties: most volume first)."""
-    key = {"product": "product", "source": "source", "day": "(hour at time zone 'UTC')::date::text"}[by]
+    key = {
+        "product": "product",
+        "source": "source",
+        "day": "(hour at time zone 'UTC')::date::text",
+        "category": "category",
+    }[by]
     order = "1" if by == "day" else "share_negative desc, total desc, 1"
     sql = f"""
         select coalesce({key}, :unknown) as grp, sum(total) as total, sum(negatives) as negatives,
@@ -60,9 +73,10 @@ def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | N
         group by 1
         order by {order}
     """
+    start = window_start(since, now)
     with engine.connect() as connection:
-        result = connection.execute(text(sql), {"start": window_start(since, now), "unknown": UNKNOWN})
-        return [
+        result = connection.execute(text(sql), {"start": start, "unknown": UNKNOWN})
+        rows = [
             TrendRow(
                 row.grp,
                 int(row.total),
@@ -73,6 +87,32 @@ def trend_rows(engine: Engine, since: timedelta, by: Grouping, now: datetime | N
             )
             for row in result
         ]
+        if by != "category":
+            return rows
+        acks = {
+            row.grp: row
+            for row in connection.execute(text(ACKNOWLEDGED_BY_CATEGORY), {"start": start, "unknown": UNKNOWN})
+        }
+    return [_with_acks(row, acks.get(row.group)) for row in rows]
+
+
+ACKNOWLEDGED_BY_CATEGORY = """
+    select coalesce(category, :unknown) as grp, sum(handled) as handled,
+           sum(seconds_sum) / nullif(sum(handled), 0) as mean_s,
+           sum(within_1h)::float8 / nullif(sum(handled), 0) as within_1h
+    from acknowledgement_rollup where hour >= :start group by 1
+"""
+
+
+def _with_acks(row: TrendRow, acks: Any) -> TrendRow:
+    if acks is None:
+        return replace(row, acknowledged=0)
+    return replace(
+        row,
+        acknowledged=int(acks.handled),
+        mean_ack_s=None if acks.mean_s is None else round(float(acks.mean_s), 1),
+        share_ack_within_1h=None if acks.within_1h is None else round(float(acks.within_1h), 4),
+    )
 
 
 def nothing_in(engine: Engine, since: timedelta, now: datetime | None = None) -> str:
@@ -100,7 +140,7 @@ def window_start(since: timedelta, now: datetime | None = None) -> datetime:
 
 def daily_points(engine: Engine, since: timedelta, by: Grouping, now: datetime | None = None) -> list[DailyPoint]:
     """Per UTC day and group, from the hourly rollups: the series behind the chart."""
-    key = {"product": "product", "source": "source", "day": "'all'"}[by]
+    key = {"product": "product", "source": "source", "day": "'all'", "category": "category"}[by]
     sql = f"""
         select (hour at time zone 'UTC')::date as day, coalesce({key}, :unknown) as grp,
                sum(total) as total, sum(negatives) as negatives
@@ -113,12 +153,20 @@ def daily_points(engine: Engine, since: timedelta, by: Grouping, now: datetime |
 
 def render(rows: list[TrendRow], by: Grouping, fmt: Literal["table", "csv", "json"]) -> str:
     if fmt == "json":
-        return json.dumps([asdict(row) for row in rows], indent=2)
+        keep = by == "category"  # the acknowledgement columns exist only by category
+        return json.dumps(
+            [{k: v for k, v in asdict(row).items() if keep or k in BASE_FIELDS} for row in rows], indent=2
+        )
     header = [by, "total", "negatives", "share_negative", "escalations", "open_escalations"]
-    values = [
+    values: list[list[object]] = [
         [row.group, row.total, row.negatives, f"{row.share_negative:.4f}", row.escalations, row.open_escalations]
         for row in rows
     ]
+    if by == "category":
+        header += ["acknowledged", "mean_ack_s", "ack_within_1h"]
+        for line, row in zip(values, rows, strict=True):
+            within = "-" if row.share_ack_within_1h is None else f"{row.share_ack_within_1h:.1%}"
+            line += [row.acknowledged, "-" if row.mean_ack_s is None else f"{row.mean_ack_s:,.0f}", within]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -127,15 +175,18 @@ def render(rows: list[TrendRow], by: Grouping, fmt: Literal["table", "csv", "jso
         return out.getvalue().rstrip("\n")
     if not rows:
         return "no feedback in this window"
-    cells = [header, *[[str(v) for v in line] for line in values]]
+    cells: list[list[str]] = [list(header), *[[str(v) for v in line] for line in values]]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     lines = []
-    for n, line in enumerate(cells):
-        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
+    for n, cell_row in enumerate(cells):
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cell_row, widths, strict=True))]
         lines.append("  ".join(padded))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+BASE_FIELDS = ("group", "total", "negatives", "share_negative", "escalations", "open_escalations")
 
 
 def plot(points: list[DailyPoint], by: Grouping, since: str, path: Path) -> Path:

@@ -103,6 +103,7 @@ class BatchReport:
     timestamps_dropped: int  # events stored without their Kafka timestamp, which no datetime could hold
     committed: Mapping[str, int] | str  # offsets committed, "on_revoke", or "not_committed"
     finished_at_ms: float
+    routed: Mapping[str, int] = field(default_factory=dict)  # escalations by the category they went to
 
     @classmethod
     def of(cls, stored: Stored, committed: Mapping[str, int] | str, commit_s: float) -> BatchReport:
@@ -127,6 +128,7 @@ class BatchReport:
             ),
             committed=committed,
             finished_at_ms=time.time() * 1000,
+            routed=_routed(inferred.classified, stored.outcome),
         )
 
     def log_fields(self) -> dict[str, Any]:
@@ -178,3 +180,14 @@ class Totals:
         counts = {k: v for k, v in vars(self).items() if k not in ("stage_s", "published")}
         published = {f"{kind}s_published": count for kind, count in sorted(self.published.items())}
         return {**counts, **published, "stage_s": {str(k): round(v, 3) for k, v in self.stage_s.items()}}
+
+
+def _routed(classified: tuple[ClassifiedItem, ...], outcome: StoreOutcome) -> dict[str, int]:
+    """Escalations stored in this batch, by the category they went to (replays and refusals left out)."""
+    skipped = set(outcome.duplicates) | {r.event_id for r in outcome.refused}
+    counts: dict[str, int] = {}
+    for item in classified:
+        route = item.decision.route
+        if item.decision.escalate and route is not None and item.item.event_id not in skipped:
+            counts[route.category] = counts.get(route.category, 0) + 1
+    return counts

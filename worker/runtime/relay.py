@@ -15,17 +15,18 @@ reason (migration 0010), logged as `outbox_row_parked`, counted (`triage_outbox_
 on, and the rows behind it go on: it never heads every batch again.
 
 Each row names its topic (migration 0008), and a relay publishes only rows for its own topics, so
-two deployments on one database never publish each other's rows. Each kind is published on its
-own: a kind whose topic fails (a results topic that does not exist, say) backs off, up to
-KIND_BACKOFF_MAX_S, while the others go on every round. The relay runs as a background loop (see
-background), a round every RELAY_INTERVAL_S and once more at a clean stop; deleting published
-rows is housekeeping's job (postgres/housekeeping).
+two deployments on one database never publish each other's rows. With categories routed by topic
+(TRIAGE_CATEGORIES, `routing: topic`), an escalation row names its category's topic, and each such
+topic is a lane of its own. Each lane is published on its own: a lane whose topic fails (a results
+topic that does not exist, say) backs off, up to KIND_BACKOFF_MAX_S, while the others go on every
+round. The relay runs as a background loop (see background), a round every RELAY_INTERVAL_S and
+once more at a clean stop; deleting published rows is housekeeping's job (postgres/housekeeping).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -64,20 +65,27 @@ class OutboxRelay:
         publisher: Publisher,
         topics: Mapping[str, str],
         *,
+        routes: Sequence[str] = (),
         batch_size: int = 500,
         on_delivered: Callable[[str, float], None] = lambda kind, seconds: None,
     ) -> None:
         self.outbox = outbox
         self.publisher = publisher
-        self.topics = dict(topics)  # outbox kind -> topic
+        # A lane is one kind of row bound for one topic: each kind's topic, and with categories routed by
+        # topic (`routes`) one escalation lane per category topic, so a failing team topic backs off alone.
+        self.topics = dict(topics)  # lane -> topic; a kind's own lane is named after it
+        self.kinds = {kind: kind for kind in topics}  # lane -> outbox kind
+        for topic in sorted(set(routes) - set(self.topics.values())):
+            self.topics[f"escalation@{topic}"] = topic
+            self.kinds[f"escalation@{topic}"] = "escalation"
         self.batch_size = batch_size
         self.on_delivered = on_delivered  # (kind, seconds since the event's Kafka timestamp) per acknowledged row
-        self._failures = dict.fromkeys(self.topics, 0)  # consecutive failed rounds, by kind
-        self._next_try = dict.fromkeys(self.topics, 0.0)  # time.monotonic() a failing kind is tried again
+        self._failures = dict.fromkeys(self.topics, 0)  # consecutive failed rounds, by lane
+        self._next_try = dict.fromkeys(self.topics, 0.0)  # time.monotonic() a failing lane is tried again
 
-    def publish_pending(self, kind: str) -> Delivery:
-        """Publish one batch of pending rows of `kind` (oldest first) to its topic."""
-        topic = self.topics[kind]
+    def publish_pending(self, lane: str) -> Delivery:
+        """Publish one batch of pending rows of `lane` (a kind, or `escalation@<topic>`; oldest first)."""
+        topic, kind = self.topics[lane], self.kinds[lane]
         with self.outbox.claim(kind, topic, self.batch_size) as claim:
             if not claim.rows:
                 return Delivery(0, 0)
@@ -107,23 +115,23 @@ class OutboxRelay:
         return Delivery(len(published.delivered), len(published.undelivered), len(published.refused))
 
     def publish_all(self) -> dict[str, int]:
-        """Publish every kind whose turn it is; returns what was published, by kind."""
+        """Publish every lane whose turn it is; returns what was published, by kind (lanes summed)."""
         published: dict[str, int] = {}
         for kind in self.topics:
             if time.monotonic() < self._next_try[kind]:
                 continue
             count, ok = self._publish_kind(kind)
-            published[kind] = count
+            published[self.kinds[kind]] = published.get(self.kinds[kind], 0) + count
             self._failures[kind] = 0 if ok else self._failures[kind] + 1
             delay = 0.0 if ok else min(RELAY_INTERVAL_S * 2 ** self._failures[kind], KIND_BACKOFF_MAX_S)
             self._next_try[kind] = time.monotonic() + delay
         return published
 
     def _publish_kind(self, kind: str) -> tuple[int, bool]:
-        """Batches of `kind` until none is pending or one fails; returns (published, all went well).
+        """Batches of lane `kind` until none is pending or one fails; returns (published, all went well).
 
         Errors are logged, not raised: the outbox keeps the rows for the next try."""
-        name, total = PLURAL.get(kind, kind), 0
+        name, total = PLURAL.get(self.kinds[kind], kind), 0
         try:
             while True:
                 delivery = self.publish_pending(kind)

@@ -17,6 +17,8 @@ from kafka.errors import KafkaError
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError
 
+from worker.contracts import categories
+from worker.contracts.categories import GENERAL, CategoryList
 from worker.contracts.errors import OperatorError
 from worker.logs import get_logger
 from worker.runtime.batcher import MicroBatcher
@@ -37,6 +39,7 @@ from worker.runtime.postgres.schema import SchemaState, database_reachable, sche
 from worker.runtime.postgres.store import ResultStore
 from worker.runtime.relay import OutboxRelay, relay_loop
 from worker.runtime.retry import Backoff, Unavailable, retry
+from worker.runtime.routing import Router
 from worker.runtime.runner import Runner
 from worker.runtime.service.health import CachedCheck, HealthServer
 from worker.runtime.service.metrics import Metrics
@@ -81,10 +84,46 @@ def build_classifier(settings: Settings, *, calibrated: bool = True, shadow: boo
 
 
 def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriagePolicy:
-    """TRIAGE_LOW_CONFIDENCE_THRESHOLD when it is set; else the calibration's chosen threshold; else 0.60."""
+    """TRIAGE_LOW_CONFIDENCE_THRESHOLD when it is set; else the calibration's chosen threshold; else 0.60.
+    With TRIAGE_CATEGORIES and a model with a category head, the policy routes too (see build_router)."""
     chosen = classifier.calibration.threshold if classifier.calibration else None
     threshold = settings.low_confidence_threshold if settings.threshold_is_explicit() or chosen is None else chosen
-    return TriagePolicy(threshold, settings.audit_sample_rate, settings.audit_scope)
+    router = build_router(settings, classifier)
+    return TriagePolicy(threshold, settings.audit_sample_rate, settings.audit_scope, router)
+
+
+def build_categories(settings: Settings) -> CategoryList | None:
+    """The TRIAGE_CATEGORIES file, read and checked; None when it is not set."""
+    return categories.load(settings.categories) if settings.categories else None
+
+
+def build_router(settings: Settings, classifier: SentimentClassifier) -> Router | None:
+    """The router for the served model's category head, checked against the category file: a head that
+    answers a category the file does not define is refused at start (its items could go nowhere), and a
+    file without a model head routes nothing (said in the start-up line, not refused)."""
+    defined = build_categories(settings)
+    if defined is None or not classifier.categories:
+        if defined is not None:
+            log.warning("categories_not_routed", reason=f"{classifier.model_name} has no category head; train one")
+        return None
+    unknown = [name for name in classifier.categories if name != GENERAL and name not in defined.by_name]
+    if unknown:
+        raise categories.CategoryError(
+            f"{classifier.model_name} answers categories that {defined.source} does not define: "
+            f"{', '.join(unknown)}; add them to the file or train the model on its categories"
+        )
+    calibrated = classifier.calibration.category if classifier.calibration else None
+    chosen = calibrated.threshold if calibrated else None
+    explicit = settings.category_threshold_is_explicit() or chosen is None
+    figures = dict(classifier.category_card.figures) if classifier.category_card else {}
+    if calibrated and calibrated.figures:
+        figures.update(calibrated.figures)  # calibrate's measurement is the newer one
+    return Router(
+        defined,
+        threshold=settings.category_threshold if explicit else float(chosen),  # type: ignore[arg-type]
+        f1_floor=settings.category_f1_floor,
+        figures=figures,
+    )
 
 
 def build_schema_check(settings: Settings) -> Callable[[int], bool] | None:
@@ -102,6 +141,7 @@ def build_shadow(settings: Settings, metrics: Metrics | None = None) -> tuple[Sh
         return None, None
     try:
         candidate = build_classifier(settings, shadow=True)
+        served = build_policy(settings, candidate)  # its threshold and its own category head's routing
     except Exception as exc:  # noqa: BLE001 - a missing path, a refused calibration, an export that fails
         reason = settings.redact(f"{type(exc).__name__}: {exc}")[:500]
         log.error("shadow_disabled", shadow_model=settings.shadow_model, reason=reason)
@@ -112,7 +152,7 @@ def build_shadow(settings: Settings, metrics: Metrics | None = None) -> tuple[Sh
     on_failure = (lambda exc: metrics.shadow_failures.inc()) if metrics else (lambda exc: None)
     if metrics:
         metrics.shadow_loaded.set(1)
-    return Shadow(candidate, TriagePolicy(build_policy(settings, candidate).threshold), on_failure), None
+    return Shadow(candidate, TriagePolicy(served.threshold, router=served.router), on_failure), None
 
 
 def build_engine(settings: Settings, *, pool_size: int = 2) -> Engine:
@@ -270,6 +310,7 @@ def build_runner(
                     publish_results=settings.results_topic is not None,
                     topics=outbox_topics(settings),
                     max_message_bytes=settings.kafka_max_message_bytes,
+                    route_by_topic=policy.router is not None and policy.router.categories.routing == "topic",
                 ),
                 dead_letters,
                 backoff,
@@ -291,6 +332,7 @@ def build_runner(
                     OutboxTable(engine),
                     KafkaPublisher(producer),
                     outbox_topics(settings),
+                    routes=policy.router.categories.topics() if policy.router else (),
                     batch_size=settings.relay_batch_size,
                     on_delivered=metrics.observe_delivery,
                 )
@@ -306,6 +348,7 @@ def build_runner(
             **classifier.describe(),
             "low_confidence_threshold": policy.threshold,
             "audit_sample_rate": policy.audit_sample_rate,
+            **(policy.router.describe() if policy.router else {}),
             **({"shadow_model": shadow.model.model_name, "shadow_revision": shadow.model.revision} if shadow else {}),
             "topic": settings.input_topic,
             "group_id": settings.group_id,

@@ -129,6 +129,26 @@ class Settings(KafkaSettings):
         "misses) or `all` (every item; an escalated one drawn goes to the reviewers anyway and is only marked), "
         "so the audit items are a sample of the whole stream and `compare` gives each model's accuracy on it",
     )
+    categories: Path | None = Field(
+        None,
+        description="the category file (JSON or YAML: the teams escalations are routed to; see "
+        "[categories](categories.md)), read by the worker, `ack`, `evaluate`, `calibrate` and `finetune`; unset: "
+        "no routing",
+    )
+    category_threshold: float = Field(
+        0.80,
+        ge=0.0,
+        le=1.0,
+        description="an item is routed to its category's team only at or above this category score; a "
+        "threshold chosen by `calibrate --target-routed-accuracy` applies instead when this is not set",
+    )
+    category_f1_floor: float = Field(
+        0.60,
+        ge=0.0,
+        le=1.0,
+        description="a category whose held-out F1 (from `finetune` or `calibrate`) is under this is gated: its "
+        "items stay in `general` until it passes",
+    )
     shadow_model: str | None = Field(
         None,
         description="a candidate model (hub id or directory) that classifies every batch beside `TRIAGE_MODEL`; "
@@ -315,6 +335,9 @@ class Settings(KafkaSettings):
     def threshold_is_explicit(self) -> bool:
         """Whether TRIAGE_LOW_CONFIDENCE_THRESHOLD was given (it then wins over a calibration's)."""
         return "low_confidence_threshold" in self.model_fields_set
+
+    def category_threshold_is_explicit(self) -> bool:
+        return "category_threshold" in self.model_fields_set
 
     def sqlalchemy_url(self) -> str:
         """The database URL with the psycopg2 driver named, as SQLAlchemy wants it."""

@@ -8,6 +8,15 @@ directory the worker loads like any other. A checkpoint without a classification
 Feedback labels are rarely balanced (reviewers' verdicts are mostly negatives; a review stream
 mostly positives). The loss weighs each class by `weighting`: "balanced" (inverse frequency),
 "sqrt" (its square root: half way) or "none".
+
+With categories (`category_names`), a category head is trained beside the sentiment head on the same
+encoder (see worker/model/category_head.py), on the examples that carry a tag (`general` included);
+untagged ones teach sentiment only. Two recipes, measured against each other in
+worker/docs/categories.md:
+- "joint": one run, the loss the sum of both heads' losses; the new head learns at its own, higher
+  rate (`head_learning_rate`), the encoder at the recipe's;
+- "sequential": the sentiment fine-tune first, unchanged, then the category head alone on the
+  frozen result, so the sentiment answers are exactly those of a run without categories.
 """
 
 from __future__ import annotations
@@ -15,13 +24,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from worker.contracts.categories import GENERAL
 from worker.contracts.values import Sentiment
+from worker.model import category_head
 from worker.model.encoding import Truncation
 from worker.model.labels import LabelMappingError, normalise_labels
 from worker.model.loading import ModelLoadError, load_trainable
@@ -37,6 +48,8 @@ from worker.model.training.loop import (
 )
 
 Weighting = Literal["balanced", "sqrt", "none"]
+CategoryTraining = Literal["joint", "sequential"]
+UNTAGGED = -100  # cross-entropy's ignore_index: an example without a category tag
 WEIGHTINGS: tuple[Weighting, ...] = ("balanced", "sqrt", "none")
 NEW_HEAD_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 
@@ -46,6 +59,7 @@ class LabelledTexts:
     texts: Sequence[str]
     labels: Sequence[Sentiment]
     weights: Sequence[float] | None = None  # per example (audit-sample verdicts may count more); None: all 1
+    categories: Sequence[str | None] | None = None  # per example, the category tag; None: untagged
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,18 @@ class FineTuned:
     tokenizer: Any
     log: TrainingLog
     class_weights: dict[Sentiment, float]
+    category_names: list[str] | None = None  # the head's categories (`general` last); None: no head
+    category_log: TrainingLog | None = None  # the head-only stage of "sequential"
 
-    def save(self, out: Path) -> None:
+    def save(self, out: Path, **trained: Any) -> None:
+        """The transformers files, and with categories the head and its card (`trained`: what the card says)."""
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
+        plain = self.model.model if isinstance(self.model, category_head.TwoHeads) else self.model
+        plain.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        if isinstance(self.model, category_head.TwoHeads) and self.category_names:
+            card = category_head.card_of(self.model, self.category_names[:-1], trained=trained)
+            category_head.save(self.model, card, out)
 
 
 def class_weights(labels: Sequence[Sentiment], weighting: Weighting) -> dict[Sentiment, float]:
@@ -84,7 +105,11 @@ def finetune(
     label_map: Mapping[str, str] | None = None,
     revision: str | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    category_names: Sequence[str] | None = None,
+    category_training: CategoryTraining = "joint",
 ) -> FineTuned:
+    """Fine-tune `base`; with `category_names` (the defined categories, `general` added last) a category
+    head is trained too, by `category_training`."""
     seed_everything(recipe.seed)
     tokenizer, model = load_trainable(base, "classification", revision)
     index_of = _label_indexes(model, label_map)
@@ -94,50 +119,104 @@ def finetune(
     for sentiment, index in index_of.items():
         weight_tensor[index] = weights[sentiment]
     weight_tensor = weight_tensor.to(device)
+    names = [*category_names, GENERAL] if category_names else None
+    category_weights = _category_weights(training.categories, names, weighting).to(device) if names else None
 
-    def tensors_of(data: LabelledTexts) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
-        targets = torch.tensor([index_of[label] for label in data.labels])
-        weights = torch.tensor(list(data.weights) if data.weights is not None else [1.0] * len(targets))
-        return encoder.token_ids(list(data.texts)), targets, weights
+    def tensors_of(data: LabelledTexts) -> dict[str, Any]:
+        n = len(data.labels)
+        tags = data.categories if names and data.categories is not None else [None] * n
+        return {
+            "ids": encoder.token_ids(list(data.texts)),
+            "labels": torch.tensor([index_of[label] for label in data.labels]),
+            "weights": torch.tensor(list(data.weights) if data.weights is not None else [1.0] * n),
+            "categories": torch.tensor([names.index(t) if names and t is not None else UNTAGGED for t in tags]),
+        }
 
-    train_ids, train_targets, train_weights = tensors_of(training)
-    valid_ids, valid_targets, valid_weights = tensors_of(validation)
+    train_data, valid_data = tensors_of(training), tensors_of(validation)
 
-    def batch(data: tuple[list[list[int]], torch.Tensor, torch.Tensor], indexes: list[int]) -> Batch:
-        ids, targets, weights = data
-        return {**encoder.pad([ids[i] for i in indexes]), "labels": targets[indexes], "weights": weights[indexes]}
+    def batch(data: dict[str, Any], indexes: list[int]) -> Batch:
+        padded = encoder.pad([data["ids"][i] for i in indexes])
+        return {**padded, **{k: data[k][indexes] for k in ("labels", "weights", "categories")}}
 
     def training_batches(rng: random.Random) -> Iterator[Batch]:
-        for indexes in length_grouped([len(r) for r in train_ids], recipe.batch_size, rng):
-            yield batch((train_ids, train_targets, train_weights), indexes)
+        for indexes in length_grouped([len(r) for r in train_data["ids"]], recipe.batch_size, rng):
+            yield batch(train_data, indexes)
 
     def validation_batches() -> Iterator[Batch]:
-        order = sorted(range(len(valid_ids)), key=lambda i: len(valid_ids[i]))
+        order = sorted(range(len(valid_data["ids"])), key=lambda i: len(valid_data["ids"][i]))
         size = recipe.batch_size * 2
         for start in range(0, len(order), size):
-            yield batch((valid_ids, valid_targets, valid_weights), order[start : start + size])
+            yield batch(valid_data, order[start : start + size])
 
-    def loss_of(model: Any, inputs: Batch) -> torch.Tensor:
+    def sentiment_loss(logits: torch.Tensor, inputs: Batch) -> torch.Tensor:
         """Cross-entropy weighted by class and by example, normalised by the weights (as torch's own)."""
         labels, weights = inputs["labels"], inputs["weights"]
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.float()
-        per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        per_example = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
         combined = weight_tensor[labels] * weights
         return (per_example * combined).sum() / combined.sum()
 
-    log = train(
-        model,
-        examples=len(train_ids),
-        batches=training_batches,
-        validation=validation_batches,
-        loss_of=loss_of,
-        recipe=recipe,
-        device=device,
-        on_step=on_step,
-    )
+    def category_loss(logits: torch.Tensor, inputs: Batch) -> torch.Tensor:
+        """Cross-entropy over the tagged examples of the batch (zero when none is tagged)."""
+        tags = inputs["categories"]
+        if not bool((tags != UNTAGGED).any()):
+            return logits.sum() * 0.0
+        return torch.nn.functional.cross_entropy(logits.float(), tags, weight=category_weights, ignore_index=UNTAGGED)
+
+    def inputs_of(batch: Batch) -> dict[str, torch.Tensor]:
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def plain_loss(model: Any, inputs: Batch) -> torch.Tensor:
+        return sentiment_loss(model(**inputs_of(inputs)).logits, inputs)
+
+    def joint_loss(model: Any, inputs: Batch) -> torch.Tensor:
+        out = model(**inputs_of(inputs))
+        return sentiment_loss(out.sentiment_logits, inputs) + category_loss(out.category_logits, inputs)
+
+    def head_loss(model: Any, inputs: Batch) -> torch.Tensor:
+        return category_loss(model(**inputs_of(inputs)).category_logits, inputs)
+
+    def run(model: Any, loss_of: Callable[[Any, Batch], torch.Tensor], recipe: Recipe) -> TrainingLog:
+        return train(
+            model,
+            examples=len(train_data["ids"]),
+            batches=training_batches,
+            validation=validation_batches,
+            loss_of=loss_of,
+            recipe=recipe,
+            device=device,
+            on_step=on_step,
+        )
+
+    category_log = None
+    if names is None:
+        log = run(model, plain_loss, recipe)
+    elif category_training == "joint":
+        model = category_head.new_head(model, names[:-1], seed=recipe.seed)
+        log = run(model, joint_loss, recipe)
+    else:
+        log = run(model, plain_loss, replace(recipe, head_learning_rate=None))
+        model = category_head.new_head(model, names[:-1], seed=recipe.seed)
+        for parameter in model.model.parameters():
+            parameter.requires_grad_(False)
+        category_log = run(model, head_loss, recipe)
+        for parameter in model.model.parameters():
+            parameter.requires_grad_(True)
     if not math.isfinite(log.validation_losses[log.best_at] if log.validation_losses else math.nan):
         raise ModelLoadError(f"fine-tuning {base!r} diverged: the validation loss is not a number")
-    return FineTuned(model.cpu(), tokenizer, log, weights)
+    return FineTuned(model.cpu(), tokenizer, log, weights, names, category_log)
+
+
+def _category_weights(tags: Sequence[str | None] | None, names: list[str], weighting: Weighting) -> torch.Tensor:
+    """Loss weight per category from the tagged examples' counts, as `class_weights` does for labels
+    (a category with no tag in training weighs the mean; it cannot be learned, and the figures say so)."""
+    counts = [sum(t == name for t in tags or []) for name in names]
+    tagged = sum(counts)
+    if tagged == 0:
+        raise ValueError("training a category head needs tagged examples; none of the training part has a tag")
+    power = {"balanced": 1.0, "sqrt": 0.5, "none": 0.0}[weighting]
+    raw = [(tagged / c) ** power if c else 0.0 for c in counts]
+    mean = sum(r * c for r, c in zip(raw, counts, strict=True)) / tagged
+    return torch.tensor([r / mean if r else 1.0 for r in raw])
 
 
 def _label_indexes(model: Any, label_map: Mapping[str, str] | None) -> dict[Sentiment, int]:

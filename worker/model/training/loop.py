@@ -38,6 +38,7 @@ class Recipe:
     checks_per_epoch: int = 4  # validation-loss measurements per epoch
     patience: int = 3  # measurements without improvement before stopping
     seed: int = 0
+    head_learning_rate: float | None = None  # a new category head's own rate (parameters named `head.`)
 
 
 @dataclass
@@ -111,7 +112,8 @@ def train(
     steps_per_epoch = max(1, math.ceil(examples / recipe.batch_size))
     total = steps_per_epoch * recipe.epochs
     check_every = max(1, steps_per_epoch // recipe.checks_per_epoch)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, recipe.weight_decay), lr=recipe.learning_rate)
+    groups = _parameter_groups(model, recipe.weight_decay, recipe.head_learning_rate)
+    optimizer = torch.optim.AdamW(groups, lr=recipe.learning_rate)
     warmup = max(1, int(total * recipe.warmup_share))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
@@ -173,14 +175,23 @@ def validation_loss(
     return total / count if count else math.nan
 
 
-def _parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and LayerNorm weights (the BERT recipe)."""
-    decay: list[torch.nn.Parameter] = []
-    plain: list[torch.nn.Parameter] = []
+def _parameter_groups(model: Any, weight_decay: float, head_learning_rate: float | None) -> list[dict[str, Any]]:
+    """No weight decay on biases and LayerNorm weights (the BERT recipe); a new category head (its
+    parameters named `head.`) learns at its own rate when one is given."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (plain if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+            plain = parameter.ndim < 2 or "LayerNorm" in name
+            head = head_learning_rate is not None and name.startswith("head.")
+            groups.setdefault((plain, head), []).append(parameter)
+    return [
+        {
+            "params": parameters,
+            "weight_decay": 0.0 if plain else weight_decay,
+            **({"lr": head_learning_rate} if head else {}),
+        }
+        for (plain, head), parameters in sorted(groups.items())
+    ]
 
 
 def _snapshot(model: Any) -> dict[str, torch.Tensor]:

@@ -21,7 +21,8 @@ from worker.contracts.errors import OperatorError
 from worker.contracts.tables import feedback_results
 from worker.model.training.adapt import Adapted, adapt
 from worker.model.training.loop import Recipe
-from worker.ops.learning.finetune import CARD_FILE, StepBar, check_out
+from worker.ops.learning.finetune import CARD_FILE, check_out
+from worker.ops.progress import StepBar
 from worker.settings import Settings
 
 HELD_OUT_SHARE, HELD_OUT_MAX, MIN_TEXTS = 0.1, 2_000, 40

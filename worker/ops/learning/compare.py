@@ -13,12 +13,17 @@ different things, so they are reported apart:
   accuracies estimate each model's accuracy on the stream. It is shown only when it differs from the
   set above.
 `shadow_comparison_daily` is the same join per day, for dashboards.
+
+With categories, each pair also gets a row per category: how many items each model routed to it,
+how often both did, and on the items reviewers tagged with it (`ack --category`), how many each
+model routed there: its recall on the reviewed items. Over all the tagged items each model routed
+to a team, the share routed to the tag's team is its routed accuracy.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, text
@@ -59,6 +64,39 @@ class Comparison:
     served_escalated: int
     shadow_escalated: int
     reviewed: dict[str, Reviewed]
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)  # per category: see CATEGORY_COUNTS
+    routed: dict[str, tuple[int, int]] = field(default_factory=dict)  # per model: (to the tag's team, tagged routed)
+
+
+CATEGORY_COUNTS = {
+    "served_routed": "rc = c.name",
+    "shadow_routed": "sc = c.name",
+    "agreed": "rc = c.name and sc = c.name",
+    "tagged": "tag = c.name",
+    "served_right": "tag = c.name and rc = c.name",
+    "shadow_right": "tag = c.name and sc = c.name",
+}
+BY_CATEGORY = f"""
+    with pairs as (
+        select r.model as served_model, r.model_revision as served_revision, s.model as shadow_model,
+               s.model_revision as shadow_revision, r.category as rc, s.category as sc, r.reviewed_category as tag
+        from shadow_results s join feedback_results r using (event_id)
+        where (r.category is not null or s.category is not null) {{window}}
+    )
+    select served_model, served_revision, shadow_model, shadow_revision, c.name as category,
+           {", ".join(f"count(*) filter (where {rule}) as {name}" for name, rule in CATEGORY_COUNTS.items())}
+    from pairs cross join lateral (select distinct unnest(array[rc, sc, tag]) as name) as c
+    where c.name is not null
+    group by 1, 2, 3, 4, 5
+    order by 5
+"""
+
+
+ROUTED_COUNTS = ", ".join(
+    f"count(*) filter (where r.reviewed_category is not null and {m}.category <> 'general'{right}) as {who}_{what}"
+    for who, m in (("served", "r"), ("shadow", "s"))
+    for what, right in (("routed", ""), ("right", f" and {m}.category = r.reviewed_category"))
+)
 
 
 def _filtered(condition: str, name: str) -> str:
@@ -84,6 +122,7 @@ def comparisons(engine: Engine, since: timedelta | None, now: datetime | None = 
                count(*) filter (where s.label = r.label) as agreed,
                count(*) filter (where r.escalated) as served_escalated,
                count(*) filter (where s.escalated) as shadow_escalated,
+               {ROUTED_COUNTS},
                {", ".join(counts)}
         from shadow_results s join feedback_results r using (event_id)
         {window}
@@ -91,8 +130,13 @@ def comparisons(engine: Engine, since: timedelta | None, now: datetime | None = 
         order by count(*) desc
     """
     start = (now or datetime.now(timezone.utc)) - since if since is not None else None
+    by_category: dict[tuple[str, str | None, str, str], dict[str, dict[str, int]]] = {}
     with engine.connect() as connection:
         rows = connection.execute(text(sql), {"start": start}).mappings().all()
+        query = BY_CATEGORY.format(window="and s.processed_at >= :start" if since is not None else "")
+        for row in connection.execute(text(query), {"start": start}).mappings():
+            key = (row["served_model"], row["served_revision"], row["shadow_model"], row["shadow_revision"])
+            by_category.setdefault(key, {})[row["category"]] = {name: int(row[name]) for name in CATEGORY_COUNTS}
     found = []
     for row in rows:
         reviewed = {
@@ -122,6 +166,10 @@ def comparisons(engine: Engine, since: timedelta | None, now: datetime | None = 
                 served_escalated=int(row["served_escalated"]),
                 shadow_escalated=int(row["shadow_escalated"]),
                 reviewed=reviewed,
+                routed={who: (int(row[f"{who}_right"]), int(row[f"{who}_routed"])) for who in ("served", "shadow")},
+                categories=by_category.get(
+                    (row["served_model"], row["served_revision"], row["shadow_model"], row["shadow_revision"]), {}
+                ),
             )
         )
     return found
@@ -154,8 +202,37 @@ def render(found: list[Comparison], window: str) -> str:
             "audit: misses = the audit sample of the items not escalated: negatives there are ones the served "
             "model let through"
         )
+        lines += _category_lines(c.categories)
+        if c.categories:
+            for who, (right, routed) in c.routed.items():
+                lines.append(
+                    f"{who}: routed accuracy {percent(_share(right, routed))} on the {routed:,} tagged items it "
+                    "sent to a team"
+                )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _category_lines(categories: dict[str, dict[str, int]]) -> list[str]:
+    """Per category: routed by each, agreement, and on the items tagged with it, routed there by each."""
+    if not categories:
+        return []
+    lines = [
+        "",
+        f"{'category':24}{'served routed':>14}{'shadow':>8}{'both':>7}{'tagged':>8}{'tagged, routed there: served':>30}"
+        f"{'shadow':>8}",
+    ]
+    for name, n in categories.items():
+        right = (percent(_share(n["served_right"], n["tagged"])), percent(_share(n["shadow_right"], n["tagged"])))
+        lines.append(
+            f"{name:24}{n['served_routed']:>14,}{n['shadow_routed']:>8,}{n['agreed']:>7,}{n['tagged']:>8,}"
+            f"{right[0]:>30}{right[1]:>8}"
+        )
+    return lines
+
+
+def _share(count: int, of: int) -> float | None:
+    return count / of if of else None
 
 
 def as_json(found: list[Comparison]) -> str:

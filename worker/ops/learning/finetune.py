@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -32,13 +31,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from worker.contracts.categories import CategoryList
 from worker.contracts.errors import OperatorError
 from worker.contracts.values import Sentiment
 from worker.model.calibration import FILE_NAME as CALIBRATION_FILE
-from worker.model.calibration import Calibration, sigmoid
-from worker.model.training.finetune import LabelledTexts, Weighting, finetune
+from worker.model.calibration import Calibration, CategoryCalibration, sigmoid
+from worker.model.training.finetune import CategoryTraining, LabelledTexts, Weighting, finetune
 from worker.model.training.loop import Recipe
-from worker.ops.quality import calibrate, evaluate
+from worker.ops.progress import StepBar
+from worker.ops.quality import calibrate, category_measures, evaluate
 from worker.ops.quality.fitting import THRESHOLD_GRID, FitError, choose_threshold, fit_temperature
 from worker.ops.quality.labelled import Example
 from worker.ops.quality.measures import Escalation, Evaluation, escalation_at, measure
@@ -51,6 +52,8 @@ DEFAULT_EPOCHS = 2
 DEFAULT_LEARNING_RATE = 5e-5
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_WEIGHTING: Weighting = "sqrt"
+DEFAULT_HEAD_LEARNING_RATE = 1e-3  # a new category head's own rate (see worker/docs/categories.md)
+DEFAULT_CATEGORY_TRAINING: CategoryTraining = "joint"
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,12 @@ class Outcome:
 
 
 def recipe(
-    epochs: int | None, learning_rate: float | None, batch_size: int, max_length: int | None, seed: int
+    epochs: int | None,
+    learning_rate: float | None,
+    batch_size: int,
+    max_length: int | None,
+    seed: int,
+    head_learning_rate: float | None = None,
 ) -> Recipe:
     """The recipe from the verb's options, the measured defaults where one is not given."""
     for option, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--max-length", max_length)):
@@ -87,6 +95,7 @@ def recipe(
         batch_size=batch_size,
         max_length=max_length or DEFAULT_MAX_LENGTH,
         seed=seed,
+        head_learning_rate=head_learning_rate or DEFAULT_HEAD_LEARNING_RATE,
     )
 
 
@@ -122,8 +131,17 @@ def run(
     min_precision: float | None = None,
     max_share: float | None = None,
     show_progress: bool = True,
+    categories: CategoryList | None = None,
+    category_training: CategoryTraining = DEFAULT_CATEGORY_TRAINING,
+    target_routed_accuracy: float | None = None,
 ) -> Outcome:
     check_out(out)
+    tags = [e.category for e in examples if e.category is not None]
+    training_categories = None
+    if tags:
+        if categories is None:
+            raise OperatorError("the data carries category tags: name the category file in TRIAGE_CATEGORIES")
+        training_categories = Categories(categories, category_training, target_routed_accuracy)
     unique, merged = deduplicated(examples)
     training, validation, held = split_three(unique, holdout, recipe.seed)
     counts = {label: sum(e.label == label for e in training) for label in ("negative", "positive")}
@@ -134,7 +152,7 @@ def run(
     try:
         outcome = _train_and_judge(
             settings, data, unique, merged, base, out, scratch, recipe, weighting, (training, validation, held),
-            min_precision, max_share, show_progress,
+            min_precision, max_share, show_progress, training_categories,
         )  # fmt: skip
         if out.exists():
             out.rmdir()  # empty: check_out said so
@@ -158,6 +176,7 @@ def _train_and_judge(
     min_precision: float | None,
     max_share: float | None,
     show_progress: bool,
+    categories: Categories | None = None,
 ) -> Outcome:
     """Train into `scratch` and write the calibration and card there, naming the model `out`."""
     from worker.model.loading import resolve_device
@@ -187,12 +206,15 @@ def _train_and_judge(
         label_map=settings.label_map,
         revision=settings.model_revision,
         on_step=bar,
+        category_names=categories.defined.names if categories else None,
+        category_training=categories.training if categories else "joint",
     )
     if bar is not None:
         bar.close()
-    tuned.save(scratch)
+    tuned.save(scratch, recipe=categories.training if categories else None, base=base)
 
     new_classifier = build_classifier(settings.with_overrides(model=str(scratch), calibration="off"))
+    new_classifier.keep_category_logits = True
     new_scored = evaluate.score(new_classifier, held, show_progress=show_progress)
     probs = cross_fitted(new_scored.margins, new_scored.truths)
     chosen, rule = None, None
@@ -233,10 +255,45 @@ def _train_and_judge(
         revision=new_classifier.revision,
         fitted={"data": str(data), "holdout_examples": len(held), "seed": recipe.seed, "by": "finetune"},
     )
+    if categories is not None:
+        section, figures = _category_section(settings, new_classifier.categories, new_scored, categories)
+        calibration = replace(calibration, category=section)
+        card["categories"] = {
+            **figures.as_dict(),
+            "training": categories.training,
+            "head_learning_rate": recipe.head_learning_rate,
+            "temperature": round(section.temperature, 4),
+            "judged_on": "the odd half of the held-out part (temperature and threshold fitted on the even half)",
+        }
     calibrate.write(calibration, scratch / CALIBRATION_FILE)
     (scratch / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (scratch / "README.md").write_text(render_card(card), encoding="utf-8")
     return Outcome(base_judged, new_judged, calibration, card, out)
+
+
+@dataclass(frozen=True)
+class Categories:
+    """What `finetune` trains the category head on and how."""
+
+    defined: CategoryList
+    training: CategoryTraining
+    target_routed_accuracy: float | None
+
+
+def _category_section(
+    settings: Settings, names: list[str], scored: evaluate.Scored, categories: Categories
+) -> tuple[CategoryCalibration, category_measures.CategoryFigures]:
+    """The category temperature and threshold fitted on the even half of the held-out tags, judged
+    on the odd half: figures that never saw their own fit."""
+    tagged = scored.tagged()
+    return category_measures.fit(
+        tagged[0::2],
+        tagged[1::2],
+        names,
+        f1_floor=settings.category_f1_floor,
+        threshold=settings.category_threshold,
+        target=categories.target_routed_accuracy,
+    )
 
 
 def deduplicated(examples: Sequence[Example]) -> tuple[list[Example], int]:
@@ -323,6 +380,13 @@ def render(outcome: Outcome) -> str:
     ]
     if outcome.calibration.threshold is not None:
         lines.append(f"threshold {outcome.calibration.threshold:.2f} chosen for {outcome.calibration.threshold_rule}")
+    found = outcome.card.get("categories")
+    if found:
+        figures = category_measures.CategoryFigures(
+            found["macro_f1"], found["per_category"], found["threshold"], found["routed_share"],
+            found["routed_accuracy"], found["general_routed"], found["examples"], found["gated"],
+        )  # fmt: skip
+        lines += ["", f"category head ({found['training']}), {found['judged_on']}:", *category_measures.render(figures)]
     lines.append(f"model, calibration and card written to {outcome.out}")
     return "\n".join(lines)
 
@@ -362,7 +426,12 @@ def _figures(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def _texts(examples: Sequence[Example]) -> LabelledTexts:
-    return LabelledTexts([e.text for e in examples], [e.label for e in examples], [e.weight for e in examples])
+    return LabelledTexts(
+        [e.text for e in examples],
+        [e.label for e in examples],
+        [e.weight for e in examples],
+        [e.category for e in examples],
+    )
 
 
 def _threshold(settings: Settings, classifier: Any) -> float:
@@ -374,26 +443,3 @@ def _threshold(settings: Settings, classifier: Any) -> float:
 def check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OperatorError(f"--out {out} exists and is not an empty folder; name a new one")
-
-
-class StepBar:
-    """Training progress on stderr: a tqdm bar when installed, else a line every tenth of the way."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def __call__(self, step: int, total: int, loss: float) -> None:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            if step % max(1, total // 10) == 0:
-                print(f"training: step {step:,}/{total:,}, loss {loss:.4f}", file=sys.stderr)
-            return
-        if self.bar is None:
-            self.bar = tqdm(total=total, unit="step", desc="training")
-        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

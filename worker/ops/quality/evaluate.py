@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from worker.contracts.values import ClassificationFailure, Prediction, Sentiment
 from worker.ops.progress import progress
+from worker.ops.quality.category_measures import Tagged
 from worker.ops.quality.labelled import Example
 from worker.ops.quality.measures import ECE_BINS, Escalation, Evaluation
 
@@ -34,6 +35,15 @@ class Scored:
     failed: int
     seconds: float
     weights: list[float] | None = None  # per example, when some weigh more than 1 (audit-sample verdicts)
+    tags: list[str | None] | None = None  # per example, the category tag (None: untagged)
+
+    def tagged(self) -> list[Tagged]:
+        """The tagged examples with the category head's logits (for the category figures)."""
+        return [
+            Tagged(tag, truth == "negative", p.category_logits)
+            for tag, truth, p in zip(self.tags or [], self.truths, self.predictions, strict=True)
+            if tag is not None and p.category_logits is not None
+        ]
 
     @property
     def negative_probs(self) -> list[float]:
@@ -55,6 +65,7 @@ def score(classifier: Predicts, examples: Sequence[Example], *, show_progress: b
     truths: list[Sentiment] = []
     predictions: list[Prediction] = []
     weights: list[float] = []
+    tags: list[str | None] = []
     failed = 0
     started = time.perf_counter()
     desc = f"classifying ({chunk} texts a chunk)"
@@ -69,8 +80,9 @@ def score(classifier: Predicts, examples: Sequence[Example], *, show_progress: b
                 truths.append(example.label)
                 predictions.append(answer)
                 weights.append(example.weight)
+                tags.append(example.category)
     weighted = weights if any(w != 1.0 for w in weights) else None
-    return Scored(truths, predictions, failed, time.perf_counter() - started, weighted)
+    return Scored(truths, predictions, failed, time.perf_counter() - started, weighted, tags)
 
 
 def as_json(evaluation: Evaluation, about: dict[str, Any]) -> str:

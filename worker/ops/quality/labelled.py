@@ -8,6 +8,11 @@ a missing or blank text, or a line that is not JSON stops the read with the file
 
 Star ratings can stand for labels (`--rating-column rating`): 1-2 negative, 4-5 positive; a 3 is
 mixed and left out (counted).
+
+A row may carry a category beside its label (`category`, or the column `--category-column` names),
+as `export` writes a reviewer's tag: checked against the category file when one is given
+(TRIAGE_CATEGORIES), `general` meaning "tagged, but no team's category"; a row without one is
+untagged (it teaches sentiment only).
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
+from worker.contracts.categories import CategoryError, CategoryList
 from worker.contracts.errors import OperatorError
 from worker.contracts.values import Sentiment
 
@@ -50,6 +56,7 @@ class Example:
     label: Sentiment
     line: int  # where it came from, for messages
     weight: float = 1.0  # how much the example counts (audit-sample verdicts may count more)
+    category: str | None = None  # the reviewer's category tag; None: untagged
 
 
 def parse_label(value: object) -> Sentiment | None:
@@ -86,9 +93,12 @@ def read_examples(
     *,
     rating_column: str | None = None,
     audit_weight: float = 1.0,
+    category_column: str = "category",
+    categories: CategoryList | None = None,
 ) -> list[Example]:
     """The labelled examples of `path`; with `rating_column`, labels come from 1-5 star ratings (3s
-    left out). Rows `export` marked as audit-sample verdicts (`"audit": true`) weigh `audit_weight`."""
+    left out). Rows `export` marked as audit-sample verdicts (`"audit": true`) weigh `audit_weight`.
+    A non-empty `category_column` is the row's category tag, checked against `categories` if given."""
     if not path.is_file():
         raise OperatorError(f"no such file: {path}")
     kind = file_format(path)
@@ -103,11 +113,26 @@ def read_examples(
             example = _example(path, line, fields, text_column, column, rating=rating_column is not None)
             if example is not None:
                 if fields.get("audit") is True:
-                    example = Example(example.text, example.label, example.line, audit_weight)
+                    example = replace(example, weight=audit_weight)
+                tag = fields.get(category_column)
+                if tag not in (None, ""):
+                    example = replace(example, category=_category(path, line, tag, categories))
                 examples.append(example)
     if not examples:
         raise LabelledFileError(f"{path}: no labelled examples")
     return examples
+
+
+def _category(path: Path, line: int, tag: object, categories: CategoryList | None) -> str:
+    if not isinstance(tag, str):
+        raise LabelledFileError(f"{path}:{line}: category {tag!r} is not a name")
+    name = tag.strip()
+    if categories is None:
+        return name
+    try:
+        return categories.check(name, f"{path}:{line}: category")
+    except CategoryError as exc:
+        raise LabelledFileError(str(exc)) from None
 
 
 def read_texts(path: Path, text_column: str = "text") -> list[str]:

@@ -15,11 +15,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from worker.contracts.values import ClassifiedItem
+from worker.contracts.values import ClassifiedItem, Route
 from worker.contracts.wire import SCHEMA_HEADER, EscalationEvent, TriageResult, message_bytes
 
 HEADROOM_BYTES = 4096  # what an escalation adds to its event, and what its headers take, at most (tested)
 TEXT_CUT = "triage.text.cut"
+CATEGORY_HEADER = "triage.category"  # the team's category, or `general` (with categories)
+ROUTE_HEADER = "triage.route"  # the category's route, when the item is routed to a team
 METADATA_DROPPED = "triage.metadata.dropped"
 JSONB_SLACK_BYTES = 256  # JSONB's text may write a number with more digits than Python's repr
 
@@ -56,14 +58,39 @@ def shadow_row(result: ClassifiedItem) -> dict[str, object] | None:
         "negative_prob": shadow.prediction.negative_prob,
         "escalated": shadow.decision.escalate,
         "escalation_reason": shadow.decision.reason,
+        **category_columns(shadow.decision.route),
     }
+
+
+def category_columns(route: Route | None) -> dict[str, object]:
+    """The category columns of a result or shadow row (nulls without categories)."""
+    return {
+        "category": route.category if route else None,
+        "category_predicted": route.predicted if route else None,
+        "category_score": route.score if route else None,
+    }
+
+
+def category_headers(route: Route | None) -> dict[str, str]:
+    """The headers that let a router or a consumer pick a team's messages without parsing them."""
+    if route is None:
+        return {}
+    return {CATEGORY_HEADER: route.category, **({ROUTE_HEADER: route.destination} if route.destination else {})}
 
 
 def escalation_event(result: ClassifiedItem, escalated_at: datetime, include_text: bool) -> EscalationEvent:
     """The message for the reviewers: an escalation, or an audit-sample item (reason `audit`)."""
     reason = result.decision.reason or ("audit" if result.decision.audit else None)
     assert reason is not None
-    return EscalationEvent(**shared_fields(result, include_text), reason=reason, escalated_at=escalated_at)
+    route = result.decision.route
+    return EscalationEvent(
+        **shared_fields(result, include_text),
+        reason=reason,
+        escalated_at=escalated_at,
+        category=route.category if route else None,
+        category_score=route.score if route else None,
+        category_source=route.source if route else None,
+    )
 
 
 def triage_result(result: ClassifiedItem, processed_at: datetime, include_text: bool) -> dict[str, object]:

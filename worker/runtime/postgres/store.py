@@ -11,6 +11,8 @@ The batch travels by COPY into a temporary staging table, then one statement mov
 an escalation for each escalated one (and each audit-sample one) and, with a results topic, a
 result for every one. With a shadow candidate, its answers go to `shadow_results` in the same
 statement, for the rows it inserted.
+With categories, each row keeps its route (category, the head's top answer and score), and a routed
+escalation names its category's topic (routing: topic) and carries `triage.category`/`triage.route`.
 A trigger adds the inserted rows to the hourly rollups in the same transaction (migration 0004).
 That is about 2.5x faster than a multi-row INSERT of the same rows (see worker/docs/performance.md).
 
@@ -39,12 +41,29 @@ from sqlalchemy.exc import DBAPIError
 from worker.contracts.tables import feedback_results, shadow_results
 from worker.contracts.values import ClassifiedItem, Refusal, StoreOutcome, StoreText
 from worker.runtime.postgres.errors import DatabaseMisconfigured, Kind, classify
-from worker.runtime.postgres.payloads import escalation_event, fitted, shadow_row, shared_fields, triage_result
+from worker.runtime.postgres.payloads import (
+    category_columns,
+    category_headers,
+    escalation_event,
+    fitted,
+    shadow_row,
+    shared_fields,
+    triage_result,
+)
 from worker.runtime.retry import Unavailable
 
 # The columns the worker writes, in COPY order: all of the table's but the key, the generated
 # `event_time`, and the acknowledgement and verdict that `triage-worker ack` sets later.
-NOT_WRITTEN = {"id", "event_time", "acknowledged_at", "acknowledged_by", "reviewed_label", "reviewed_by", "reviewed_at"}
+NOT_WRITTEN = {
+    "id",
+    "event_time",
+    "acknowledged_at",
+    "acknowledged_by",
+    "reviewed_label",
+    "reviewed_by",
+    "reviewed_at",
+    "reviewed_category",
+}
 COLUMNS = tuple(column.name for column in feedback_results.columns if column.name not in NOT_WRITTEN)
 _COLUMN_LIST = ", ".join(COLUMNS)
 # Session-local and emptied at every commit: issued with every batch, it creates the table once per
@@ -52,12 +71,12 @@ _COLUMN_LIST = ", ".join(COLUMNS)
 CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS triage_staging ON COMMIT DELETE ROWS AS "
     f"SELECT {_COLUMN_LIST}, NULL::jsonb AS escalation_payload, NULL::jsonb AS result_payload, "
-    "NULL::jsonb AS shadow_payload, NULL::jsonb AS passthrough_headers "
+    "NULL::jsonb AS shadow_payload, NULL::jsonb AS passthrough_headers, NULL::text AS escalation_topic "
     "FROM feedback_results WITH NO DATA"
 )
 COPY_STAGING = (
-    f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload, shadow_payload, passthrough_headers) "
-    "FROM STDIN"
+    f"COPY triage_staging ({_COLUMN_LIST}, escalation_payload, result_payload, shadow_payload, passthrough_headers, "
+    "escalation_topic) FROM STDIN"
 )
 SHADOW_COLUMNS = tuple(c.name for c in shadow_results.columns if c.name not in ("event_id", "processed_at"))
 _SHADOW_TYPES = ", ".join(
@@ -81,7 +100,8 @@ WITH new_ids AS (
            staged.kafka_timestamp, %(now)s, 0
     FROM triage_staging AS staged JOIN inserted USING (event_id)
     CROSS JOIN LATERAL (
-        VALUES ('escalation', CAST(%(escalation_topic)s AS text), staged.escalation_payload),
+        VALUES ('escalation', coalesce(staged.escalation_topic, CAST(%(escalation_topic)s AS text)),
+                staged.escalation_payload),
                ('result', CAST(%(result_topic)s AS text), staged.result_payload)
     ) AS outgoing (kind, topic, payload)
     WHERE outgoing.payload IS NOT NULL
@@ -111,8 +131,10 @@ class ResultStore:
         publish_results: bool = False,
         topics: Mapping[str, str] | None = None,
         max_message_bytes: int = 1_048_576,
+        route_by_topic: bool = False,
     ) -> None:
         self.engine = engine
+        self.route_by_topic = route_by_topic  # routing: topic: a routed escalation goes to its category's topic
         self.max_message_bytes = max_message_bytes  # the topics' limit (TRIAGE_KAFKA_MAX_MESSAGE_BYTES)
         self.store_text = store_text
         self.publish_results = publish_results  # an outbox row of kind `result` for every result
@@ -169,7 +191,9 @@ class ResultStore:
             row = self._row(result, now)
             escalation, outcome, headers = self._messages(result, now)
             shadow = shadow_row(result)
-            staged.write(copy_line([*(row[column] for column in COLUMNS), escalation, outcome, shadow, headers]))
+            topic = self.category_topic(result)
+            values = [*(row[column] for column in COLUMNS), escalation, outcome, shadow, headers, topic]
+            staged.write(copy_line(values))
         staged.seek(0)
         with self.engine.begin() as connection:
             connection.exec_driver_sql(CREATE_STAGING)
@@ -202,7 +226,15 @@ class ResultStore:
             "calibration": result.calibration,
             "audit_sample": result.decision.audit,
             "schema_id": result.item.schema_id,
+            **category_columns(result.decision.route),
         }
+
+    def category_topic(self, result: ClassifiedItem) -> str | None:
+        """Under `routing: topic`, a routed escalation's topic (its category's); None: TRIAGE_ESCALATION_TOPIC."""
+        route = result.decision.route
+        if not self.route_by_topic or route is None or route.destination is None:
+            return None
+        return route.destination
 
     def _messages(
         self, result: ClassifiedItem, now: datetime
@@ -214,7 +246,8 @@ class ResultStore:
         escalation = escalation_event(result, now, keeps).model_dump(mode="json") if sent else None
         outcome = triage_result(result, now, keeps) if self.publish_results else None
         present = {kind: p for kind, p in (("escalation", escalation), ("result", outcome)) if p is not None}
-        cut, headers = fitted(result, list(present.values()), result.item.headers, self.max_message_bytes)
+        passthrough = {**(result.item.headers or {}), **category_headers(result.decision.route)} or None
+        cut, headers = fitted(result, list(present.values()), passthrough, self.max_message_bytes)
         by_kind = dict(zip(present, cut, strict=True))
         return by_kind.get("escalation"), by_kind.get("result"), headers
 

@@ -42,6 +42,12 @@ class Metrics:
         self.classified = Counter("triage_events_classified", "Events the model classified", registry=r)
         self.stored = Counter("triage_events_stored", "New result rows stored (replays excluded)", registry=r)
         self.escalated = Counter("triage_events_escalated", "Stored results that were escalated", registry=r)
+        self.routed = Counter(
+            "triage_escalations_routed",
+            "Stored escalations by the category they went to (`general`: not routed to a team)",
+            ["category"],
+            registry=r,
+        )
         self.audited = Counter(
             "triage_events_audited",
             "Stored results drawn for the audit sample (sent to reviewers, not escalated)",
@@ -194,6 +200,8 @@ class Metrics:
         self.classified.inc(report.classified)
         self.stored.inc(report.stored)
         self.escalated.inc(report.escalated)
+        for category, count in report.routed.items():
+            self.routed.labels(category).inc(count)
         self.audited.inc(report.audited)
         self.duplicates.inc(len(report.duplicates))
         self.timestamps_dropped.inc(report.timestamps_dropped)
