@@ -166,3 +166,24 @@ def test_class_tfidf_keeps_the_words_of_each_cluster() -> None:
     counts = np.array([[5, 4, 0, 0, 4], [0, 0, 6, 3, 4]], dtype=float)
     first, second = class_tfidf_keywords(counts, words, top=2)
     assert (first, second) == (["refund", "charged"], ["parcel", "late"])  # `the` is everywhere: weighed down
+
+
+def test_a_round_report_that_raises_does_not_end_the_background_loop() -> None:
+    import threading
+
+    from worker.runtime.background import Periodic
+    from worker.runtime.batches import StageName
+
+    rounds = threading.Semaphore(0)
+
+    def job() -> dict[str, int]:
+        rounds.release()
+        return {"escalation": 1}
+
+    def observer(report: object) -> None:
+        raise KeyError("escalation@support.app")  # what once killed the relay thread
+
+    loop = Periodic("relay", StageName.RELAY, job, 0.01)
+    loop.start(observer)
+    assert all(rounds.acquire(timeout=5) for _ in range(3)), "the loop stopped after the first report failed"
+    loop.stop(final_round=False, timeout_s=5)

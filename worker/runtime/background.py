@@ -109,5 +109,10 @@ class Periodic:
         except Exception as exc:  # noqa: BLE001 - a background round; the next one tries again
             log.error(f"{self.name}_failed", error=f"{type(exc).__name__}: {exc}"[:500])
         busy_s = time.perf_counter() - started
-        report = RoundReport(self.stage, busy_s, published or {}, dict(self._backlog()), dict(self._unpublished()))
-        self._on_round(report)
+        try:
+            report = RoundReport(self.stage, busy_s, published or {}, dict(self._backlog()), dict(self._unpublished()))
+            self._on_round(report)
+        except Exception as exc:  # noqa: BLE001 - a figure that cannot be kept must not end the loop
+            # Once, a relay round that published to a lane the metrics did not know raised here, and the
+            # relay thread died: escalations stayed in the outbox while the worker looked healthy.
+            log.error(f"{self.name}_report_failed", error=f"{type(exc).__name__}: {exc}"[:500])
