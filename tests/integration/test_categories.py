@@ -165,3 +165,38 @@ def test_tags_train_a_head_that_routes_escalations_to_each_team(
     counted = dict(rows(database_url, "select coalesce(category, '(none)'), count(*) from feedback_results group by 1"))
     assert {group: row["total"] for group, row in report.items()} == counted
     assert report["(none)"]["acknowledged"] == 150 + len(shadowed)  # tagged before the head existed
+
+
+def test_categories_suggest_clusters_what_stayed_in_general(
+    database_url: str, checkpoint_pos_neg: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    from dataclasses import replace
+
+    from sqlalchemy import create_engine
+
+    from tests.integration.test_store import result
+    from worker.contracts.values import Route
+    from worker.runtime.postgres.store import ResultStore
+
+    engine = create_engine(database_url)
+    topics = {"shipping": "shipping lost my order twice", "app": "app crashes froze page checkout"}
+    items = []
+    for i in range(40):
+        base = result(f"g-{i}", "negative", 0.9, text_=f"{topics['shipping' if i % 2 else 'app']} {i}")
+        routed = replace(base.decision, route=Route("general", "general", 0.4, None))
+        items.append(replace(base, decision=routed))
+    items.append(replace(result("team-0", "negative", 0.9, text_="charged"), decision=replace(
+        items[0].decision, route=Route("billing", "billing", 0.95, "support.billing"))))  # fmt: skip
+    ResultStore(engine, route_by_topic=True).write(items)
+    engine.dispose()
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", database_url)
+    monkeypatch.setenv("TRIAGE_MODEL", str(checkpoint_pos_neg))
+    assert main(["categories", "suggest", "--since", "3650d", "--clusters", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("40 escalations left in `general`")  # the routed one is not among them
+    sizes = [int(line.split()[2]) for line in out.splitlines() if line.startswith("cluster ")]
+    assert sum(sizes) == 40 and len(sizes) == 2
+    assert out.count("  - name: ") == 2 and "keywords:" in out
+    assert main(["categories", "suggest", "--since", "3650d", "--clusters", "20"]) == 2  # too few texts: one line
+    assert "too few for 20 clusters" in capsys.readouterr().err

@@ -146,3 +146,38 @@ def test_the_onnx_engine_serves_both_heads(checkpoint_pos_neg: Path, tmp_path: P
     assert [a.category for a in onnx_answers] == [a.category for a in torch_answers]  # type: ignore[union-attr]
     for mine, theirs in zip(onnx_answers, torch_answers, strict=True):
         assert abs(mine.category_score - theirs.category_score) < 1e-4  # type: ignore[union-attr,operator]
+
+
+@pytest.mark.model
+def test_sequential_training_leaves_the_sentiment_answers_of_a_plain_finetune(tmp_path: Path) -> None:
+    """ "sequential": the sentiment fine-tune as without categories, then the head alone on the frozen
+    encoder; "joint" moves the encoder with both losses, so its sentiment answers differ."""
+    import torch
+
+    from tests.checkpoints import BERT_MLM_FT, build_checkpoint
+    from worker.model.training.finetune import LabelledTexts, finetune
+    from worker.model.training.loop import Recipe
+
+    base = build_checkpoint(tmp_path / "base", BERT_MLM_FT, seed=5, trainable=True)
+    texts = [
+        f"{mood} {topic} {i}" for i in range(48) for mood, topic in [("awful", "charged twice"), ("great", "app works")]
+    ]
+    labels = ["negative" if t.startswith("awful") else "positive" for t in texts]
+    tags = ["billing" if "charged" in t else "app" for t in texts]
+    data = LabelledTexts(texts, labels, None, tags)  # type: ignore[arg-type]
+    recipe = Recipe(epochs=2, learning_rate=3e-3, batch_size=16, max_length=16, head_learning_rate=1e-2)
+    common = {"recipe": recipe, "weighting": "none", "truncation": "head_tail", "device": torch.device("cpu")}
+    plain = finetune(str(base), data, data, **common)  # type: ignore[arg-type]
+    sequential = finetune(
+        str(base), data, data, **common, category_names=["billing", "app"], category_training="sequential"
+    )  # type: ignore[arg-type]
+    joint = finetune(str(base), data, data, **common, category_names=["billing", "app"], category_training="joint")  # type: ignore[arg-type]
+    inputs = plain.tokenizer(texts[:6], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = plain.model(**inputs).logits
+        assert torch.equal(sequential.model(**inputs).sentiment_logits, expected)
+        assert not torch.allclose(joint.model(**inputs).sentiment_logits, expected)
+    assert sequential.category_names == ["billing", "app", GENERAL] and sequential.category_log is not None
+    out = tmp_path / "saved"
+    sequential.save(out, recipe="sequential")
+    assert json.loads((out / "triage-categories.json").read_text())["names"] == ["billing", "app", GENERAL]
