@@ -111,6 +111,26 @@ def _uv() -> list[str]:
     return [found]
 
 
+def _uv_compile(inputs: list[str], out: Path) -> list[str]:
+    """`uv pip compile` of `inputs` into `out`, with hashes, for the platform every lock is for."""
+    return [
+        *_uv(),
+        "pip",
+        "compile",
+        *inputs,
+        "--generate-hashes",
+        "--python-version",
+        PYTHON_VERSION,
+        "--python-platform",
+        PLATFORM,
+        "--custom-compile-command",
+        REGENERATE,
+        "--output-file",
+        str(out),
+        "--quiet",
+    ]
+
+
 def compile_lock(lock: Lock, torch: str, torch_wheels: str, constraints: dict[str, str]) -> None:
     """Resolve `lock` with uv; `constraints` are the pins it must keep (by name: what they are)."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -123,25 +143,15 @@ def compile_lock(lock: Lock, torch: str, torch_wheels: str, constraints: dict[st
         for index, (what, text) in enumerate(inputs.items()):
             files[what] = Path(scratch, f"{index}.txt")
             files[what].write_text(text + "\n")
-        command = [
-            *_uv(),
-            "pip",
-            "compile",
-            "pyproject.toml",
-            str(files.pop("build requirements")),
-            *(arg for extra in lock.extras for arg in ("--extra", extra)),
-            *(arg for path in files.values() for arg in ("--constraint", str(path))),
-            "--generate-hashes",
-            "--python-version",
-            PYTHON_VERSION,
-            "--python-platform",
-            PLATFORM,
-            "--custom-compile-command",
-            REGENERATE,
-            "--output-file",
-            str(lock.path),
-            "--quiet",
-        ]
+        command = _uv_compile(
+            [
+                "pyproject.toml",
+                str(files.pop("build requirements")),
+                *(arg for extra in lock.extras for arg in ("--extra", extra)),
+                *(arg for path in files.values() for arg in ("--constraint", str(path))),
+            ],
+            lock.path,
+        )
         if lock.torch_build == "cpu":
             command += ["--find-links", torch_wheels]
         subprocess.run(command, check=True, cwd=ROOT)
@@ -169,26 +179,7 @@ def compile_tool(tool: ToolLock) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         wanted = Path(scratch, "requirements.in")
         wanted.write_text("\n".join(tool.requirements) + "\n")
-        subprocess.run(
-            [
-                *_uv(),
-                "pip",
-                "compile",
-                str(wanted),
-                "--generate-hashes",
-                "--python-version",
-                PYTHON_VERSION,
-                "--python-platform",
-                PLATFORM,
-                "--custom-compile-command",
-                REGENERATE,
-                "--output-file",
-                str(tool.path),
-                "--quiet",
-            ],
-            check=True,
-            cwd=ROOT,
-        )
+        subprocess.run(_uv_compile([str(wanted)], tool.path), check=True, cwd=ROOT)
         text = tool.path.read_text().replace(str(wanted), "requirements")
     where = tool.venv.relative_to(ROOT)
     tool.path.write_text(f"# {tool.purpose}; in {where}; CPython {PYTHON_VERSION}, Linux x86-64\n{text}")
