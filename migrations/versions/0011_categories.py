@@ -11,7 +11,8 @@ category: they were written before categories.
 Two views answer the support lead's questions: `category_daily` (per UTC day and category: items,
 negatives, escalations, still open, mean score) and `category_acknowledgement_daily` (per UTC day
 of acknowledgement and category: handled, mean and slowest time to acknowledge, share within an
-hour).
+hour). The outbox takes a third kind, `reroute`: an escalation sent again to the team a reviewer
+tagged it for (`ack --category`), one per event.
 
 Revision ID: 0011_categories
 Revises: 0010_outbox_parking
@@ -157,9 +158,17 @@ def upgrade() -> None:
     op.execute("create or replace view sentiment_rollup_live as " + sql["live"])
     op.execute(CATEGORY_DAILY)
     op.execute(CATEGORY_ACKNOWLEDGEMENT)
+    _outbox_kinds("'escalation', 'result', 'reroute'")
+
+
+def _outbox_kinds(kinds: str) -> None:
+    op.drop_constraint("escalation_outbox_kind_check", "escalation_outbox", type_="check")
+    op.create_check_constraint("escalation_outbox_kind_check", "escalation_outbox", f"kind in ({kinds})")
 
 
 def downgrade() -> None:
+    op.execute("delete from escalation_outbox where kind = 'reroute'")
+    _outbox_kinds("'escalation', 'result'")
     op.execute("drop view category_acknowledgement_daily")
     op.execute("drop view category_daily")
     op.execute("select sentiment_rollup_fold()")

@@ -158,6 +158,28 @@ def test_tags_train_a_head_that_routes_escalations_to_each_team(
     assert {**on_topics, **general_p} == stored  # every item exactly once, where its category sends it
     assert on_topics, "the candidate routed nothing: the test shows nothing"
 
+    # A reviewer re-tags one of them for another team: it is sent again there, from the reviewer.
+    moved = next(event_id for event_id, name in on_topics.items() if name == "billing")
+    assert main(["ack", moved, "--label", "negative", "--category", "app"]) == 0
+    assert "re-routed to app (support.app)" in capsys.readouterr().out
+    worker = start_worker(TRIAGE_MODEL=str(candidate), **routing)
+    wait_until(
+        lambda: (
+            scalar(
+                database_url,
+                "select count(*) from escalation_outbox where kind = 'reroute' and published_at is not null",
+            )
+            == 1
+        ),  # fmt: skip
+        120,
+        "rerouted",
+    )
+    assert worker.stop() == 0
+    [again] = [r for r in read_topic(broker.bootstrap_servers, "support.app") if r.key == moved.encode()]
+    message = json.loads(again.value)
+    assert (message["category"], message["category_source"], message["category_score"]) == ("app", "reviewer", None)
+    assert dict(again.headers)["triage.category"] == b"app"
+
     # 7. The trends by category, with the time to acknowledge.
     capsys.readouterr()
     assert main(["report", "--group-by", "category", "--since", "1d", "--format", "json"]) == 0

@@ -167,7 +167,7 @@ TODAYS_COLUMNS_UP = """
     alter table escalation_outbox add column topic text, add column headers jsonb, add column source_time timestamptz;
     alter table feedback_results add column model_revision text, add column audit_sample boolean not null default false,
         add column schema_id integer, add column category text, add column category_predicted text,
-        add column category_score float8;
+        add column category_score float8, add column reviewed_category text;
     create table shadow_results (event_id text, processed_at timestamptz, model text, model_revision text,
         calibration text, label text, score float8, negative_prob float8, escalated boolean, escalation_reason text,
         category text, category_predicted text, category_score float8)
@@ -175,7 +175,7 @@ TODAYS_COLUMNS_UP = """
 TODAYS_COLUMNS_DOWN = """
     alter table escalation_outbox drop column topic, drop column headers, drop column source_time;
     alter table feedback_results drop column model_revision, drop column audit_sample, drop column schema_id,
-        drop column category, drop column category_predicted, drop column category_score;
+        drop column category, drop column category_predicted, drop column category_score, drop column reviewed_category;
     drop table shadow_results
 """
 
@@ -189,7 +189,9 @@ def test_migration_0007_folds_on_the_way_down_and_counts_on_after_the_way_up(dat
     acknowledge(engine, escalated[:5], "rita")
     raw = rows(database_url, RAW_GROUP_BY)
     migrate.downgrade(database_url, "0006_weekly_partitions")
-    with engine.begin() as connection:  # what today's store writes beyond 0006 (0008, 0009); the trigger is the same
+    with (
+        engine.begin() as connection
+    ):  # what today's store and ack use beyond 0006 (0008, 0009, 0011); the trigger is the same
         connection.execute(text(TODAYS_COLUMNS_UP))
     assert rows(database_url, FOLDED) == raw  # the pending counts were folded in
     store.write([item(rng, n) for n in range(100, 150)])  # 0006's trigger upserts the rollup itself

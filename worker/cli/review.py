@@ -77,7 +77,7 @@ def _ack(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.acks import acknowledge
     from worker.runtime.wiring import build_categories
 
-    category = None
+    category, defined = None, None
     if args.category is not None:
         defined = build_categories(settings)
         if defined is None:
@@ -86,7 +86,15 @@ def _ack(settings: Settings, args: argparse.Namespace) -> int:
         if args.label is None:
             raise OperatorError("--category comes with --label: a tag is a verdict on the item, sentiment included")
     with database(settings) as engine:
-        outcome = acknowledge(engine, args.event_ids, args.by, args.label, category)
+        outcome = acknowledge(
+            engine,
+            args.event_ids,
+            args.by,
+            args.label,
+            category,
+            categories=defined,
+            escalation_topic=settings.escalation_topic,
+        )
     for event_id, said in outcome.done:
         print(f"{event_id}: {said}")
     for event_id, said in outcome.refused:

@@ -44,8 +44,13 @@ RELAY_INTERVAL_S = 0.25
 KIND_BACKOFF_MAX_S = 30.0
 EVENT_ID_HEADER = "triage.event_id"
 # How each outbox kind is named in logs: `escalations_published`, `results_published`, ...
-PLURAL = {"escalation": "escalations", "result": "results"}
-SCHEMAS = {"escalation": version_of(EscalationEvent), "result": version_of(TriageResult)}
+PLURAL = {"escalation": "escalations", "result": "results", "reroute": "reroutes"}
+# A reroute is an escalation sent again to the team a reviewer tagged it for (`ack --category`).
+SCHEMAS = {
+    "escalation": version_of(EscalationEvent),
+    "result": version_of(TriageResult),
+    "reroute": version_of(EscalationEvent),
+}
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,11 @@ class OutboxRelay:
         # topic (`routes`) one escalation lane per category topic, so a failing team topic backs off alone.
         self.topics = dict(topics)  # lane -> topic; a kind's own lane is named after it
         self.kinds = {kind: kind for kind in topics}  # lane -> outbox kind
-        for topic in sorted(set(routes) - set(self.topics.values())):
-            self.topics[f"escalation@{topic}"] = topic
-            self.kinds[f"escalation@{topic}"] = "escalation"
+        routed_kinds = [kind for kind in ("escalation", "reroute") if kind in topics]
+        for kind in routed_kinds:
+            for topic in sorted(set(routes) - {topics[kind]}):
+                self.topics[f"{kind}@{topic}"] = topic
+                self.kinds[f"{kind}@{topic}"] = kind
         self.batch_size = batch_size
         self.on_delivered = on_delivered  # (kind, seconds since the event's Kafka timestamp) per acknowledged row
         self._failures = dict.fromkeys(self.topics, 0)  # consecutive failed rounds, by lane

@@ -92,6 +92,13 @@ def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriageP
     return TriagePolicy(threshold, settings.audit_sample_rate, settings.audit_scope, router)
 
 
+def category_topics(settings: Settings) -> list[str]:
+    """The category topics the relay publishes to (escalations and reviewers' reroutes), from the file: a
+    served model without a head routes nothing, but a reviewer's tag still re-routes."""
+    defined = build_categories(settings)
+    return defined.topics() if defined else []
+
+
 def build_categories(settings: Settings) -> CategoryList | None:
     """The TRIAGE_CATEGORIES file, read and checked; None when it is not set."""
     return categories.load(settings.categories) if settings.categories else None
@@ -332,7 +339,7 @@ def build_runner(
                     OutboxTable(engine),
                     KafkaPublisher(producer),
                     outbox_topics(settings),
-                    routes=policy.router.categories.topics() if policy.router else (),
+                    routes=category_topics(settings),
                     batch_size=settings.relay_batch_size,
                     on_delivered=metrics.observe_delivery,
                 )
@@ -357,10 +364,13 @@ def build_runner(
 
 
 def outbox_topics(settings: Settings) -> dict[str, str]:
-    """Outbox kind -> the topic the relay publishes it to; results only when a results topic is set."""
+    """Outbox kind -> the topic the relay publishes it to; results only when a results topic is set, and
+    reroutes (`ack --category`) only with categories (each row names its category's topic, see relay)."""
     topics = {"escalation": settings.escalation_topic}
     if settings.results_topic:
         topics["result"] = settings.results_topic
+    if settings.categories:
+        topics["reroute"] = settings.escalation_topic
     return topics
 
 

@@ -67,6 +67,11 @@ class Metrics:
                 "triage_escalations_published", "Escalations published to the escalation topic", registry=r
             ),
             "result": Counter("triage_results_published", "Results published to the results topic", registry=r),
+            "reroute": Counter(
+                "triage_reroutes_published",
+                "Escalations sent again to the team a reviewer tagged them for (ack --category)",
+                registry=r,
+            ),
         }
         self.batch_events = Histogram(
             "triage_batch_events", "Events per micro-batch", buckets=EVENT_BUCKETS, registry=r
