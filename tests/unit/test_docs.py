@@ -95,7 +95,7 @@ def test_every_verb_has_an_example_in_the_cli_doc() -> None:
     assert verbs() <= used, sorted(verbs() - used)
 
 
-TEST_COMMAND = "python -m pytest -q -n 4 --dist loadgroup"
+TEST_COMMAND = "python -m pytest -q -n 4 --dist loadgroup --durations=20"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
