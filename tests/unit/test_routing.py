@@ -187,3 +187,16 @@ def test_a_round_report_that_raises_does_not_end_the_background_loop() -> None:
     loop.start(observer)
     assert all(rounds.acquire(timeout=5) for _ in range(3)), "the loop stopped after the first report failed"
     loop.stop(final_round=False, timeout_s=5)
+
+
+def test_an_unmet_routed_accuracy_target_is_said_and_the_configured_threshold_kept() -> None:
+    names = ["billing", "delivery", "app", "general"]
+    confused = [tagged("billing", 1) for _ in range(20)] + [tagged("delivery", 0) for _ in range(20)]
+    with pytest.raises(Exception, match="no category threshold"):
+        category_measures.fit(confused, confused, names, f1_floor=0.0, threshold=0.8, target=0.9)
+    section, figures = category_measures.fit(
+        confused, confused, names, f1_floor=0.0, threshold=0.8, target=0.9, keep_unmet=True
+    )
+    assert section.threshold is None and section.threshold_rule is None  # the worker's setting applies
+    assert figures.threshold == 0.8 and figures.unmet and "no category threshold" in figures.as_dict()["unmet"]
+    assert any("target not met" in line for line in category_measures.render(figures))

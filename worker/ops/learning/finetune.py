@@ -293,6 +293,7 @@ def _category_section(
         f1_floor=settings.category_f1_floor,
         threshold=settings.category_threshold,
         target=categories.target_routed_accuracy,
+        keep_unmet=True,  # after the training, an unmet target is said, not fatal: the model is kept
     )
 
 
@@ -384,7 +385,7 @@ def render(outcome: Outcome) -> str:
     if found:
         figures = category_measures.CategoryFigures(
             found["macro_f1"], found["per_category"], found["threshold"], found["routed_share"],
-            found["routed_accuracy"], found["general_routed"], found["examples"], found["gated"],
+            found["routed_accuracy"], found["general_routed"], found["examples"], found["gated"], found.get("unmet"),
         )  # fmt: skip
         lines += ["", f"category head ({found['training']}), {found['judged_on']}:", *category_measures.render(figures)]
     lines.append(f"model, calibration and card written to {outcome.out}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from worker.contracts.categories import GENERAL
@@ -47,6 +47,7 @@ class CategoryFigures:
     general_routed: float | None  # None: nothing tagged `general`
     examples: int
     gated: dict[str, str] = field(default_factory=dict)
+    unmet: str | None = None  # why no threshold met --target-routed-accuracy (the configured one applies)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class CategoryFigures:
             "general_routed": _round(self.general_routed),
             "per_category": self.per_category,
             "gated": self.gated,
+            **({"unmet": self.unmet} if self.unmet else {}),
         }
 
 
@@ -168,6 +170,8 @@ def render(figures: CategoryFigures) -> list[str]:
     for name, row in figures.per_category.items():
         state = f"no: {figures.gated[name]}" if name in figures.gated else "yes"
         lines.append(f"  {name:<24} {row['f1']:>6.3f} {row['support']:>8,}  {state}")
+    if figures.unmet:
+        lines.append(f"  target not met; the configured threshold {figures.threshold:.2f} applies: {figures.unmet}")
     return lines
 
 
@@ -183,17 +187,22 @@ def fit(
     f1_floor: float,
     threshold: float,
     target: float | None,
+    keep_unmet: bool = False,
 ) -> tuple[CategoryCalibration, CategoryFigures]:
     """The category section of a calibration: temperature (and, for a target, the threshold) fitted on
-    `fit_part`; the figures (and so the gating) judged on `judge_part`, which took no part in the fit."""
+    `fit_part`; the figures (and so the gating) judged on `judge_part`, which took no part in the fit.
+    With `keep_unmet`, a target no threshold meets leaves the configured threshold, said in `unmet`."""
     temperature = fit_temperature(fit_part, names)
-    rule = None
+    rule, unmet = None, None
     if target is not None:
-        threshold = choose_threshold(
-            fit_part, names, temperature=temperature, f1_floor=f1_floor, target=target
-        ).threshold
-        rule = f"routed accuracy >= {target}"
+        try:
+            chosen = choose_threshold(fit_part, names, temperature=temperature, f1_floor=f1_floor, target=target)
+            threshold, rule = chosen.threshold, f"routed accuracy >= {target}"
+        except OperatorError as exc:
+            if not keep_unmet:
+                raise
+            unmet = str(exc)
     figures = measure(judge_part, names, temperature=temperature, threshold=threshold, f1_floor=f1_floor)
     kept = {name: {"f1": row["f1"], "support": row["support"]} for name, row in figures.per_category.items()}
-    section = CategoryCalibration(temperature, threshold if target is not None else None, rule, kept)
-    return section, figures
+    section = CategoryCalibration(temperature, threshold if rule else None, rule, kept)
+    return section, replace(figures, unmet=unmet)
