@@ -11,8 +11,8 @@ mostly positives). The loss weighs each class by `weighting`: "balanced" (invers
 
 With categories (`category_names`), a category head is trained beside the sentiment head on the same
 encoder (see worker/model/category_head.py), on the examples that carry a tag (`general` included);
-untagged ones teach sentiment only. Two recipes (see worker/docs/categories.md; "joint" is the
-default, and "sequential" is not yet measured at full size):
+untagged ones teach sentiment only. Two recipes, measured against each other in
+worker/docs/categories.md ("joint" is the default: its categories were far better):
 - "joint": one run, the loss the sum of both heads' losses; the new head learns at its own, higher
   rate (`head_learning_rate`), the encoder at the recipe's;
 - "sequential": the sentiment fine-tune first, unchanged, then the category head alone on the
