@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,14 @@ class CategoryCalibration:
     threshold: float | None = None  # route only at or above this category score; None: the setting's
     threshold_rule: str | None = None  # e.g. "routed accuracy >= 0.9"
     figures: dict[str, dict[str, float]] = field(default_factory=dict)  # per category: f1, support
+
+
+def softmax_top(logits: Sequence[float], temperature: float) -> tuple[int, float]:
+    """The index of the top logit and its probability under a softmax of `logits / temperature`: the
+    category head's answer, as the classifier serves it and as evaluate and calibrate measure it."""
+    scaled = [x / temperature for x in logits]
+    top = max(range(len(scaled)), key=scaled.__getitem__)
+    return top, 1.0 / sum(math.exp(x - scaled[top]) for x in scaled)
 
 
 def sigmoid(x: float) -> float:

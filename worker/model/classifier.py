@@ -25,7 +25,7 @@ from worker.contracts.inference import Answer, Inference, InferenceStats
 from worker.contracts.values import ClassificationFailure, Prediction
 from worker.logs import get_logger
 from worker.model import category_head, onnx_engine, planning
-from worker.model.calibration import Calibration, CalibrationError, sigmoid
+from worker.model.calibration import Calibration, CalibrationError, sigmoid, softmax_top
 from worker.model.encoding import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
@@ -272,9 +272,7 @@ class SentimentClassifier:
 
     def _category(self, logits: list[float]) -> tuple[str | None, float | None]:
         """The top category and its probability (softmax over logits / temperature); None if not finite."""
-        scaled = [x / self.category_temperature for x in logits]
-        top = max(range(len(scaled)), key=scaled.__getitem__)
-        if not math.isfinite(scaled[top]):
+        top, probability = softmax_top(logits, self.category_temperature)
+        if not math.isfinite(logits[top] / self.category_temperature):
             return None, None
-        total = sum(math.exp(x - scaled[top]) for x in scaled)
-        return self.categories[top], 1.0 / total
+        return self.categories[top], probability

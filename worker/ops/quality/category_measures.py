@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.contracts.categories import GENERAL
 from worker.contracts.errors import OperatorError
-from worker.model.calibration import CategoryCalibration
+from worker.model.calibration import CategoryCalibration, softmax_top
 from worker.runtime.routing import gated_because
 
 THRESHOLDS = tuple(round(0.30 + 0.01 * i, 2) for i in range(70))  # 0.30 .. 0.99
@@ -61,12 +61,6 @@ class CategoryFigures:
             "gated": self.gated,
             **({"unmet": self.unmet} if self.unmet else {}),
         }
-
-
-def softmax_top(logits: Sequence[float], temperature: float) -> tuple[int, float]:
-    scaled = [x / temperature for x in logits]
-    top = max(range(len(scaled)), key=scaled.__getitem__)
-    return top, 1.0 / sum(math.exp(x - scaled[top]) for x in scaled)
 
 
 def fit_temperature(examples: Sequence[Tagged], names: Sequence[str]) -> float:
