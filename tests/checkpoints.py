@@ -98,3 +98,21 @@ def _calibrate_head(model, tokenizer) -> None:  # type: ignore[no-untyped-def]
         model.classifier.weight.mul_(scale)
         model.classifier.bias.mul_(scale)
         model.classifier.bias[1] -= diff.mean() * scale
+
+
+def with_category_head(checkpoint: Path, target: Path, names: list[str]) -> Path:
+    """A copy of `checkpoint` at `target` with an untrained category head over `names` (+ general), its
+    weights spread wide so the answers differ from text to text; saved the way `finetune` saves one."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from worker.model import category_head
+
+    shutil.copytree(checkpoint, target)
+    two = category_head.new_head(AutoModelForSequenceClassification.from_pretrained(target), names, seed=3)
+    with torch.no_grad():
+        two.head.weight.mul_(50)
+    category_head.save(two, category_head.card_of(two, names), target)
+    return target

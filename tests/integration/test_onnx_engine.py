@@ -54,7 +54,7 @@ def test_int8_is_exported_once_and_named_in_the_model_column(checkpoint_pos_neg:
     folder = export_folder(tmp_path)
     assert folder.name.startswith(first.revision.replace(":", "-"))
     written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    assert set(written) == {"model.onnx", "model-int8.onnx", "manifest.json"}
+    assert set(written) == {"model.onnx", "model-int8.onnx", "manifest.json", "serving.json", "tokenizer.json"}
     second = SentimentClassifier(str(checkpoint_pos_neg), device="cpu", engine="onnx-int8", onnx_cache_dir=tmp_path)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written  # the cache was used
     assert second.onnx is not None and second.onnx.path.name == "model-int8.onnx"
@@ -95,9 +95,9 @@ def test_refused_where_it_does_not_apply(
     checkpoint_pos_neg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(ModelLoadError, match="runs on the CPU only.*TRIAGE_ENGINE=torch"):
-        onnx_engine.check_applies("onnx-int8", torch.device("cuda"))
+        onnx_engine.check_applies("onnx-int8", "cuda")
     with pytest.raises(ModelLoadError, match="must be one of torch, onnx, onnx-int8"):
-        onnx_engine.check_applies("int4", torch.device("cpu"))
+        onnx_engine.check_applies("int4", "cpu")
     blocked = tmp_path / "file"
     blocked.write_text("")
     with pytest.raises(ModelLoadError, match="set TRIAGE_ONNX_CACHE_DIR to a writable directory"):

@@ -4,11 +4,11 @@ that the second head adds answers without changing the first head's or needing a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.checkpoints import with_category_head
 from worker.contracts.categories import GENERAL, CategoryError, load, parse
 
 GOOD = {
@@ -80,25 +80,12 @@ def test_an_unreadable_file_says_which(tmp_path: Path) -> None:
 # --- the head --------------------------------------------------------------------------------
 
 
-def _with_head(checkpoint: Path, target: Path, names: list[str]) -> Path:
-    from transformers import AutoModelForSequenceClassification
-
-    from worker.model import category_head
-
-    shutil.copytree(checkpoint, target)
-    two = category_head.new_head(AutoModelForSequenceClassification.from_pretrained(target), names, seed=3)
-    with __import__("torch").no_grad():
-        two.head.weight.mul_(50)  # spread the untrained head's answers
-    category_head.save(two, category_head.card_of(two, names), target)
-    return target
-
-
 def test_the_head_answers_a_category_beside_an_unchanged_sentiment(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
     from worker.model.classifier import SentimentClassifier
 
     texts = ["the product is great and i love it", "i was charged twice and nobody answers my emails"] * 3
     plain = SentimentClassifier(str(checkpoint_pos_neg), device="cpu")
-    model = _with_head(checkpoint_pos_neg, tmp_path / "two", ["billing", "late_delivery"])
+    model = with_category_head(checkpoint_pos_neg, tmp_path / "two", ["billing", "late_delivery"])
     both = SentimentClassifier(str(model), device="cpu")
     before, after = plain.predict(texts), both.predict(texts)
     assert [(a.label, round(a.score, 6)) for a in before] == [(a.label, round(a.score, 6)) for a in after]  # type: ignore[union-attr]
@@ -114,8 +101,8 @@ def test_the_head_answers_a_category_beside_an_unchanged_sentiment(checkpoint_po
 def test_the_heads_weights_are_part_of_the_models_revision(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
     from worker.model.identity import directory_digest
 
-    one = _with_head(checkpoint_pos_neg, tmp_path / "one", ["billing"])
-    other = _with_head(checkpoint_pos_neg, tmp_path / "other", ["refunds"])
+    one = with_category_head(checkpoint_pos_neg, tmp_path / "one", ["billing"])
+    other = with_category_head(checkpoint_pos_neg, tmp_path / "other", ["refunds"])
     assert directory_digest(one) != directory_digest(other) != directory_digest(checkpoint_pos_neg)
 
 
@@ -123,7 +110,7 @@ def test_a_card_that_does_not_fit_the_model_is_refused(checkpoint_pos_neg: Path,
     from worker.model.classifier import SentimentClassifier
     from worker.model.loading import ModelLoadError
 
-    model = _with_head(checkpoint_pos_neg, tmp_path / "two", ["billing"])
+    model = with_category_head(checkpoint_pos_neg, tmp_path / "two", ["billing"])
     card = json.loads((model / "triage-categories.json").read_text())
     (model / "triage-categories.json").write_text(json.dumps({**card, "hidden_size": 999}))
     with pytest.raises(ModelLoadError, match="train the categories again"):
@@ -137,7 +124,7 @@ def test_the_onnx_engine_serves_both_heads(checkpoint_pos_neg: Path, tmp_path: P
     pytest.importorskip("onnxruntime")
     from worker.model.classifier import SentimentClassifier
 
-    model = _with_head(checkpoint_pos_neg, tmp_path / "two", ["billing", "late_delivery"])
+    model = with_category_head(checkpoint_pos_neg, tmp_path / "two", ["billing", "late_delivery"])
     texts = ["checkout was quick and painless, thank you", "awful experience, the page froze"]
     torch_answers = SentimentClassifier(str(model), device="cpu").predict(texts)
     onnx_answers = SentimentClassifier(

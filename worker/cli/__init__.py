@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:  # an option that overrides a setting (bench --max-batch-size 0)
         return _fail(OperatorError(str(exc)))
     except Exception as exc:  # an outage of what the verb needs: one line, not a traceback
-        from worker.runtime.wiring import explain
+        from worker.cli.common import explain
 
         said = explain(exc, settings)
         if said is None:

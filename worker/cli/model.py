@@ -315,7 +315,7 @@ def _finetune(settings: Settings, args: argparse.Namespace) -> int:
 
 def _suggest(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.learning import suggest
-    from worker.runtime.wiring import build_classifier
+    from worker.runtime.wiring import build_torch_classifier
 
     if args.clusters < 2:
         raise OperatorError(f"--clusters must be at least 2, got {args.clusters}")
@@ -325,7 +325,7 @@ def _suggest(settings: Settings, args: argparse.Namespace) -> int:
     window = f"in the last {format_duration(args.since)}"
     if not texts:
         raise OperatorError(f"no stored escalation text left in `general` {window}", exit_status=ExitStatus.FAILED)
-    vectors = build_classifier(settings).embed(texts)
+    vectors = build_torch_classifier(settings).embed(texts)
     print(suggest.render(suggest.suggest(vectors, texts, args.clusters), len(texts), window))
     return ExitStatus.OK
 

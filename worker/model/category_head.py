@@ -14,33 +14,17 @@ so the classifier copies one tensor per pass and the ONNX export holds both head
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from worker.contracts.categories import GENERAL
-from worker.model.loading import ModelLoadError
+from worker.model.category_card import CARD_FILE, WEIGHTS_FILE, HeadCard, read_card
+from worker.model.errors import ModelLoadError
 
-CARD_FILE = "triage-categories.json"
-WEIGHTS_FILE = "triage-category-head.safetensors"
-
-
-@dataclass(frozen=True)
-class HeadCard:
-    """What the head predicts and how well it did when it was trained."""
-
-    names: list[str]  # head order; the last is `general` (tagged, but no team's category)
-    features: str  # the module whose input the head reads
-    hidden_size: int
-    # Held-out figures per category from `finetune`: {"f1": .., "support": ..}; `calibrate` may refresh them.
-    figures: dict[str, dict[str, float]] = field(default_factory=dict)
-    trained: dict[str, Any] = field(default_factory=dict)  # recipe, data sizes, when
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+__all__ = ["CARD_FILE", "WEIGHTS_FILE", "HeadCard", "TwoHeads", "attach", "card_of", "new_head", "read_card", "save"]
 
 
 @dataclass
@@ -117,27 +101,6 @@ def save(model: TwoHeads, card: HeadCard, out: Path) -> None:
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.head.state_dict().items()}
     save_file(tensors, str(out / WEIGHTS_FILE))
     (out / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
-
-
-def read_card(directory: Path) -> HeadCard | None:
-    """The card of the category head in `directory`, or None when the model has none."""
-    path = directory / CARD_FILE
-    if not path.is_file():
-        return None
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-        card = HeadCard(
-            names=[str(n) for n in fields["names"]],
-            features=str(fields["features"]),
-            hidden_size=int(fields["hidden_size"]),
-            figures={str(k): dict(v) for k, v in (fields.get("figures") or {}).items()},
-            trained=dict(fields.get("trained") or {}),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{path} is not a category card written by `triage-worker finetune`: {exc}") from None
-    if not card.names or card.names[-1] != GENERAL:
-        raise ModelLoadError(f"{path}: the last category of the head must be {GENERAL!r}")
-    return card
 
 
 def attach(model: Any, directory: Path) -> tuple[Any, HeadCard | None]:

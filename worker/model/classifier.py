@@ -1,52 +1,46 @@
-"""Classifier: the model as the worker sees it. Encode texts, run the planned passes, map the labels.
+"""Classifier: the model loaded through transformers, run in torch or, with TRIAGE_ENGINE, ONNX Runtime.
 
-Every answer comes from the margin, the negative logit minus the positive one: a calibration
-(see `calibration`) divides it by its temperature before the sigmoid. On CUDA the weights run in
-bf16 (fp16 where bf16 is missing) and the padded tensors sit in pinned memory. On the CPU they run
-in fp32, in torch or, with TRIAGE_ENGINE, in ONNX Runtime (fp32 or int8; see `onnx_engine`), and
-the planner's pass costs are timed at load (see `planning`). A pass that runs out of memory is
+On CUDA the weights run in bf16 (fp16 where bf16 is missing) and the padded tensors sit in pinned
+memory. On the CPU they run in fp32, in torch or in ONNX Runtime (fp32 or int8; see `onnx_engine`),
+and the planner's pass costs are timed at load (see `planning`). A pass that runs out of memory is
 split in halves and retried; a single text that still fails comes back as a ClassificationFailure
-for the dead-letter topic. `classify` returns the answers in the caller's order together with what
-the passes cost. A model directory with a category head (see `category_head`) answers a category
-too, from the same pass: its softmax, divided by the calibration's category temperature.
+for the dead-letter topic. The answers themselves (the margin, the calibration, the category) are
+`answering.Classifier`'s, shared with the cached ONNX path (`onnx_serving`), which needs no torch.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from worker.contracts.inference import Answer, Inference, InferenceStats
-from worker.contracts.values import ClassificationFailure, Prediction
+from worker.contracts.values import ClassificationFailure
 from worker.logs import get_logger
-from worker.model import category_head, onnx_engine, planning
-from worker.model.calibration import Calibration, CalibrationError, sigmoid, softmax_top
+from worker.model import category_head, onnx_cache, onnx_engine
+from worker.model.answering import Classifier, Outcome
+from worker.model.calibration import Calibration
 from worker.model.encoding import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BATCH_TOKENS,
-    Encoded,
     Encoder,
     Truncation,
     max_length_of,
 )
 from worker.model.identity import revision_of
-from worker.model.labels import normalise_labels
-from worker.model.loading import ModelLoadError, load, resolve_device
+from worker.model.loading import load, resolve_device
 
-# How long a single text that ran out of memory waits before each new try (then it is dead-lettered).
 log = get_logger("worker.model")
+# How long a single text that ran out of memory waits before each new try (then it is dead-lettered).
 OOM_WAITS_S = (0.25, 1.0, 4.0)
 
 
-class SentimentClassifier:
-    """A Hugging Face sequence-classification model with positive/negative labels.
-
-    Implements `worker.contracts.inference.Model[Encoded]`, the protocol the stages use."""
+class SentimentClassifier(Classifier):
+    """A Hugging Face sequence-classification model with positive/negative labels, loaded through
+    transformers."""
 
     def __init__(
         self,
@@ -63,31 +57,39 @@ class SentimentClassifier:
         engine: str = "torch",
         onnx_cache_dir: Path = Path("~/.cache/triage-worker/onnx"),
     ) -> None:
-        # An int8 (or ONNX) answer is never stored as a torch fp32 one: the engine is part of the name.
-        self.model_name = model if engine == "torch" else f"{model} [{engine}]"
-        self.engine = engine
-        self.calibration = calibration
-        self.calibration_id = calibration.id if calibration else None
-        self.temperature = calibration.temperature if calibration else 1.0
         resolved = resolve_device(device)
-        onnx_engine.check_applies(engine, resolved)
-        log.info("model_loading", model=model, device=str(resolved), engine=engine)
+        onnx_cache.check_applies(engine, resolved.type)
+        log.info("model_loading", model=model, device=str(resolved), engine=engine, loaded_from="transformers")
         loaded = load(model, resolved, revision=revision)
-        self.revision = revision_of(model, loaded.model.config)
-        if calibration is not None and calibration.revision and calibration.revision != self.revision:
-            raise CalibrationError(
-                f"calibration {calibration.id} was fitted on revision {calibration.revision} of "
-                f"{calibration.model or model}, but {model} is revision {self.revision}; "
-                "fit it again with `triage-worker calibrate` "
-                "(or set TRIAGE_CALIBRATION=off)"
-            )
-        self.device, self.dtype, self.tokenizer = loaded.device, loaded.dtype, loaded.tokenizer
-        self.model, self.category_card = category_head.attach(loaded.model, Path(model).expanduser())
-        self.categories = self.category_card.names if self.category_card else []
-        self.keep_category_logits = False  # evaluate and calibrate set it: they fit and measure on the logits
-        category = calibration.category if calibration else None
-        self.category_temperature = category.temperature if category else 1.0
-        if self.device.type == "cuda":
+        self.tokenizer = loaded.tokenizer
+        self.model, card = category_head.attach(loaded.model, Path(model).expanduser())
+        config = loaded.model.config
+        on_cuda = resolved.type == "cuda"
+        encoder = Encoder(
+            self.tokenizer,
+            max_length=max_length_of(self.tokenizer, getattr(config, "max_position_embeddings", None)),
+            max_batch_size=max_batch_size or DEFAULT_BATCH_SIZE[resolved.type],
+            max_batch_tokens=max_batch_tokens or DEFAULT_BATCH_TOKENS[resolved.type],
+            cost=None,
+            pad_multiple=8 if on_cuda else None,
+            pin_memory=on_cuda,
+            truncation=truncation,
+            tensors="torch" if engine == "torch" else "numpy",
+        )
+        super().__init__(
+            model,
+            engine=engine,
+            revision=revision_of(model, config),
+            device=loaded.device,
+            dtype=loaded.dtype,
+            calibration=calibration,
+            raw_labels={int(k): v for k, v in config.id2label.items()},
+            label_map=label_map,
+            card=card,
+            encoder=encoder,
+            loaded_from="transformers",
+        )
+        if on_cuda:
             # cuDNN's attention builds a plan for every new (batch, length) shape, and ours vary
             # with every batch: measured on an H100, fresh shapes ran at 4,800 reviews/s with it
             # and 7,700 without (PyTorch then picks its memory-efficient kernel).
@@ -96,98 +98,42 @@ class SentimentClassifier:
             self.model = torch.compile(self.model, dynamic=True)
         self.compiled = compile_model
         self.oom_waits_s = OOM_WAITS_S
-        self.raw_labels = {int(k): v for k, v in loaded.model.config.id2label.items()}
-        try:
-            self.labels = normalise_labels(self.raw_labels, label_map)
-        except ValueError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        self.negative_index = next(i for i, s in self.labels.items() if s == "negative")
-        self.positive_index = next(i for i, s in self.labels.items() if s == "positive")
-        self.encoder = Encoder(
-            self.tokenizer,
-            max_length=max_length_of(self.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)),
-            max_batch_size=max_batch_size or DEFAULT_BATCH_SIZE[self.device.type],
-            max_batch_tokens=max_batch_tokens or DEFAULT_BATCH_TOKENS[self.device.type],
-            cost=None,
-            pad_multiple=8 if self.device.type == "cuda" else None,
-            pin_memory=self.device.type == "cuda",
-            truncation=truncation,
-        )
         self.onnx = (
-            onnx_engine.build(self.model, self.encoder.input_names, engine, self.revision, onnx_cache_dir)
+            onnx_engine.build(
+                self.model, encoder.input_names, engine, self.revision, onnx_cache_dir, self._serving_facts()
+            )
             if engine != "torch"
             else None
         )
-        self.max_length = self.encoder.max_length
-        self.max_batch_size = self.encoder.max_batch_size
-        self.max_batch_tokens = self.encoder.max_batch_tokens
-        self.cost_cached = False
-        if self.device.type == "cpu":
-            # Timed on this machine and this model, so the planner prices its passes truly; once, then
-            # kept beside the ONNX exports for every later start (see planning.cached_cost).
-            identity = f"{self.revision}|{engine}|{self.max_length}"
-            self.encoder.cost, self.cost_cached = planning.cached_cost(
-                onnx_cache_dir, identity, lambda: planning.measure(self._probe, self.max_length)
+        if not on_cuda:
+            runtime = (
+                self.onnx.runtime() if self.onnx else f"torch={torch.__version__}|threads={torch.get_num_threads()}"
             )
+            self._plan_costs(onnx_cache_dir, runtime)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.model_name,
-            "revision": self.revision,
-            "engine": self.engine,
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "max_length": self.max_length,
-            "max_batch_tokens": self.max_batch_tokens,
-            "compiled": self.compiled,
-            "pass_cost": {**self.encoder.cost.describe(), "cached": self.cost_cached} if self.encoder.cost else "fill",
-            "truncation": self.encoder.truncation,
-            "calibration": self.calibration_id or "none",
-            "temperature": self.temperature,
-            "labels": {self.raw_labels[i]: s for i, s in self.labels.items()},
-            "categories": self.categories or "none",
-        }
-
-    def predict(self, texts: Sequence[str]) -> list[Answer]:
-        """Classify `texts`; the answers come back in the same order."""
-        return self.classify(self.encode(texts)).answers
-
-    def encode(self, texts: Sequence[str]) -> Encoded:
-        """Tokenize, plan the forward passes and pad each one (CPU work only; see `encoding`)."""
-        return self.encoder.encode(texts)
-
-    def classify(self, encoded: Encoded) -> Inference:
-        """Run the planned forward passes.
-
-        Every pass is launched before any result is copied back, so on a GPU the host queues the
-        next pass while the device still runs the last one; the copies happen once, at the end.
-        """
-        started = time.perf_counter()
-        answers: list[Answer | None] = [None] * len(encoded.lengths)
-        launched: list[tuple[list[int], torch.Tensor | list[ClassificationFailure]]] = []
-        padded = 0
-        for indexes, tensors in encoded.passes:
-            for part, outcome in self._run_splitting_on_oom(indexes, encoded.ids, tensors):
-                padded += len(part) * max(encoded.lengths[i] for i in part)
-                launched.append((part, outcome))
-        for indexes, outcome in launched:
-            results: Sequence[Answer] = self._predictions(outcome) if isinstance(outcome, torch.Tensor) else outcome
-            for index, answer in zip(indexes, results, strict=True):
-                answers[index] = answer
-        done = [a for a in answers if a is not None]
-        assert len(done) == len(answers)
-        stats = InferenceStats(
-            texts=len(encoded.lengths),
-            forward_passes=len(launched),
-            padded_tokens=padded,
-            real_tokens=sum(encoded.lengths),
-            inference_ms=(time.perf_counter() - started) * 1000,
+    def _serving_facts(self) -> tuple[onnx_cache.ServingFacts, str] | None:
+        """What the cached ONNX path needs to serve this model without transformers (see onnx_serving):
+        None for a slow (pure Python) tokenizer, which only transformers can run."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None) if self.tokenizer.is_fast else None
+        if backend is None:
+            return None
+        facts = onnx_cache.ServingFacts(
+            input_names=self.encoder.input_names,
+            model_input_names=list(self.tokenizer.model_input_names),
+            pad_token_id=self.tokenizer.pad_token_id or 0,
+            unk_token_id=self.tokenizer.unk_token_id,
+            padding_side=self.tokenizer.padding_side,
+            max_length=self.max_length,
+            labels=self.raw_labels,
         )
-        return Inference(done, stats)
+        return facts, backend.to_str()
+
+    def _launch(self, indexes: list[int], ids: list[list[int]], tensors: Any) -> list[tuple[list[int], Outcome]]:
+        return self._run_splitting_on_oom(indexes, ids, tensors)
 
     def _run_splitting_on_oom(
-        self, indexes: list[int], ids: list[list[int]], tensors: dict[str, torch.Tensor] | None = None, attempt: int = 0
-    ) -> list[tuple[list[int], torch.Tensor | list[ClassificationFailure]]]:
+        self, indexes: list[int], ids: list[list[int]], tensors: dict[str, Any] | None = None, attempt: int = 0
+    ) -> list[tuple[list[int], Outcome]]:
         try:
             if tensors is None:
                 tensors = self.encoder.pad([ids[i] for i in indexes])
@@ -205,14 +151,21 @@ class SentimentClassifier:
             half = len(indexes) // 2
             return self._run_splitting_on_oom(indexes[:half], ids) + self._run_splitting_on_oom(indexes[half:], ids)
 
-    def _forward(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Launch one forward pass; returns the logits in float32, still on the device."""
+    def _forward(self, tensors: dict[str, Any]) -> Any:
+        """Launch one forward pass; returns the logits in float32, still on the device (a numpy
+        array from ONNX Runtime)."""
         if self.onnx is not None:
             return self.onnx(tensors)
-        non_blocking = self.device.type == "cuda"
-        inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in tensors.items()}
         with torch.inference_mode():
-            return self.model(**inputs).logits.float()
+            return self.model(**self._on_device(tensors)).logits.float()
+
+    def _on_device(self, tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A pass's inputs on the model's device (numpy arrays, as the ONNX engines encode, become tensors)."""
+        non_blocking = self.device.type == "cuda"
+        return {
+            k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device, non_blocking=non_blocking)
+            for k, v in tensors.items()
+        }
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """The features the sentiment head reads (and the category head beside it), one vector per text, in
@@ -227,7 +180,7 @@ class SentimentClassifier:
             for indexes, tensors in encoded.passes:
                 padded = tensors if tensors is not None else self.encoder.pad([encoded.ids[i] for i in indexes])
                 with torch.inference_mode():
-                    plain(**{k: v.to(self.device) for k, v in padded.items()})
+                    plain(**self._on_device(padded))
                 features = seen.pop()
                 features = features[:, 0] if features.dim() == 3 else features
                 for index, row in zip(indexes, features.float().cpu().tolist(), strict=True):
@@ -235,44 +188,3 @@ class SentimentClassifier:
         finally:
             hook.remove()
         return vectors
-
-    def _probe(self, n: int, length: int) -> None:
-        """One forward pass of `n` texts of `length` word pieces, for the planner's cost measurement."""
-        filler = self.tokenizer.unk_token_id or 0
-        self._forward(self.encoder.pad([[filler] * length] * n))
-
-    def _predictions(self, logits: torch.Tensor) -> list[Answer]:
-        """One copy to Python lists, then plain arithmetic: a pass's answers are a few dozen pairs,
-        and every further torch call on them (softmax, max, indexing) cost more than the work (see
-        worker/docs/performance.md: the no-model profile). A tie counts as negative (a human sees it)."""
-        negative, positive, temperature = self.negative_index, self.positive_index, self.temperature
-        sentiments = len(self.raw_labels)
-        answers: list[Answer] = []
-        for row in logits.cpu().tolist():
-            category, category_score = self._category(row[sentiments:]) if self.categories else (None, None)
-            margin = row[negative] - row[positive]
-            if not math.isfinite(margin):  # fp16 overflow on some GPUs: no answer, rather than "positive"
-                answers.append(ClassificationFailure(f"the model returned a non-finite logit margin ({margin})"))
-                continue
-            negative_prob = sigmoid(margin / temperature)
-            best = negative if negative_prob >= 0.5 else positive
-            answers.append(
-                Prediction(
-                    label=self.labels[best],
-                    score=negative_prob if best == negative else 1.0 - negative_prob,
-                    negative_prob=negative_prob,
-                    raw_label=self.raw_labels[best],
-                    margin=margin,
-                    category=category,
-                    category_score=category_score,
-                    category_logits=tuple(row[sentiments:]) if self.keep_category_logits and self.categories else None,
-                )
-            )
-        return answers
-
-    def _category(self, logits: list[float]) -> tuple[str | None, float | None]:
-        """The top category and its probability (softmax over logits / temperature); None if not finite."""
-        top, probability = softmax_top(logits, self.category_temperature)
-        if not math.isfinite(logits[top] / self.category_temperature):
-            return None, None
-        return self.categories[top], probability

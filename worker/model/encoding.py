@@ -15,13 +15,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from transformers import PreTrainedTokenizerBase
 
 from worker.model.planning import PassCost, plan
+
+if TYPE_CHECKING:  # the cached ONNX path encodes with neither torch nor transformers imported
+    from transformers import PreTrainedTokenizerBase
 
 UNBOUNDED_LENGTH = 1_000_000  # tokenizers without a limit report a huge sentinel
 # Padded tokens per forward pass when not configured, measured with `triage-worker bench` on the
@@ -46,7 +47,7 @@ class Encoded:
 
     ids: list[list[int]]
     lengths: list[int]
-    passes: list[tuple[list[int], dict[str, torch.Tensor]]]  # (text indexes, padded tensors) per pass
+    passes: list[tuple[list[int], dict[str, Any]]]  # (text indexes, padded tensors or arrays) per pass
 
 
 def max_length_of(tokenizer: PreTrainedTokenizerBase, max_position_embeddings: int | None) -> int:
@@ -69,6 +70,7 @@ class Encoder:
         pad_multiple: int | None,
         pin_memory: bool,
         truncation: Truncation = "head_tail",
+        tensors: Literal["torch", "numpy"] = "torch",
     ) -> None:
         if truncation not in TRUNCATIONS:
             raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
@@ -80,6 +82,7 @@ class Encoder:
         self.pad_multiple = pad_multiple
         self.pin_memory = pin_memory
         self.truncation = truncation
+        self.tensors = tensors  # torch tensors for a torch model, numpy arrays for ONNX Runtime
         # The tensors each pass holds: token types (all 0 for a single text) only where the model takes them.
         with_types = "token_type_ids" in tokenizer.model_input_names
         self.input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
@@ -132,8 +135,9 @@ class Encoder:
         encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
         return [encoding.ids for encoding in encode(list(texts))]
 
-    def pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Pad one forward pass to its longest text (rounded up to `pad_multiple` when set)."""
+    def pad(self, ids: list[list[int]]) -> dict[str, Any]:
+        """Pad one forward pass to its longest text (rounded up to `pad_multiple` when set): torch
+        tensors (pinned when `pin_memory`), or numpy arrays with `tensors="numpy"`."""
         longest = max(len(row) for row in ids)
         if self.pad_multiple:
             longest = -(-longest // self.pad_multiple) * self.pad_multiple
@@ -147,6 +151,10 @@ class Encoder:
         arrays = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             arrays["token_type_ids"] = np.zeros_like(input_ids)
+        if self.tensors == "numpy":
+            return arrays
+        import torch
+
         tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
         return {name: t.pin_memory() for name, t in tensors.items()} if self.pin_memory else tensors
 

@@ -24,13 +24,11 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from worker.contracts.errors import OperatorError
+from worker.model.errors import ModelLoadError
+
+__all__ = ["LoadedModel", "ModelLoadError", "load", "load_trainable", "pick_dtype", "resolve_device"]
 
 HUB_PROBE_TIMEOUT_S = 3.0
-
-
-class ModelLoadError(OperatorError):
-    """The model or tokenizer could not be loaded, or its labels cannot be mapped."""
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,15 @@ output projection. The fused attention (its query, key and value projections inc
 and the classifier head stay in fp32. Whole-model dynamic int8 (one scale per matrix, attention's
 products of two activations too) lost 5.6 points of negatives caught on the clothing reviews; this
 recipe's cost is measured in worker/docs/performance.md. Encoding, planning and the answers stay
-the classifier's.
+the classifier's. Beside the graphs it keeps what serving needs of the tokenizer and the config, so
+the next start serves from the cache without torch (see `onnx_cache` and `onnx_serving`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -29,14 +28,24 @@ from typing import Any
 
 import torch
 
-from worker.logs import get_logger
-from worker.model.loading import ModelLoadError
+from worker.model.errors import ModelLoadError
+from worker.model.onnx_cache import (
+    ENGINES,
+    GRAPHS,
+    RECIPE,
+    SERVING_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    OnnxForward,
+    ServingFacts,
+    check_applies,
+    file_digest,
+    folder_for,
+    log,
+)
 
-log = get_logger("worker.model.onnx")
+__all__ = ["ENGINES", "RECIPE", "Manifest", "OnnxForward", "build", "check_applies", "export", "file_digest"]
 
-ENGINES = ("torch", "onnx", "onnx-int8")
-# Bumped when the export or the quantization recipe changes, so an old cached file is not reused.
-RECIPE = "3"
 OPSET = 17
 
 
@@ -52,38 +61,17 @@ class LogitsOnly(torch.nn.Module):
         return self.model(**dict(zip(self.input_names, inputs, strict=True))).logits  # type: ignore[no-any-return]
 
 
-def check_applies(engine: str, device: torch.device) -> None:
-    """Refuse an ONNX engine where it does not apply, with the line an operator needs."""
-    if engine not in ENGINES:
-        raise ModelLoadError(f"TRIAGE_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine != "torch" and device.type != "cpu":
-        raise ModelLoadError(
-            f"TRIAGE_ENGINE={engine} runs on the CPU only, and this process would use {device}; "
-            "on a GPU use TRIAGE_ENGINE=torch (bf16), or set TRIAGE_DEVICE=cpu"
-        )
-
-
-class OnnxForward:
-    """One ONNX Runtime session; called with the encoder's padded tensors, returns fp32 logits."""
-
-    def __init__(self, path: Path, input_names: list[str]) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the same CPUs torch would use
-        options.log_severity_level = 3  # errors only: its warnings are not JSON lines
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = input_names
-        self.path = path
-
-    def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        feed = {name: tensors[name].numpy() for name in self.input_names}
-        return torch.from_numpy(self.session.run(["logits"], feed)[0]).float()
-
-
-def build(model: Any, input_names: list[str], engine: str, revision: str, cache_dir: Path) -> OnnxForward:
+def build(
+    model: Any,
+    input_names: list[str],
+    engine: str,
+    revision: str,
+    cache_dir: Path,
+    serving: tuple[ServingFacts, str] | None = None,
+) -> OnnxForward:
     """The session for `engine`, exporting (and quantizing) `model` first unless the cache holds a
-    graph made from these very weights (see Manifest)."""
+    graph made from these very weights (see onnx_cache.Manifest). `serving` (the facts and the fast
+    tokenizer's JSON) is kept beside the graph, so the next start can serve without torch."""
     try:  # the extra's two packages: onnx reads the graph to fuse and quantize it, onnxruntime runs it
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -92,60 +80,27 @@ def build(model: Any, input_names: list[str], engine: str, revision: str, cache_
             f"TRIAGE_ENGINE={engine} needs ONNX Runtime: pip install 'feedback-triage-worker[onnx]' ({exc})"
         ) from exc
     source = revision if not revision.endswith(":unknown") else f"weights:{weights_digest(model)}"
-    folder = cache_dir.expanduser() / f"{re.sub(r'[^A-Za-z0-9._-]', '-', source)}-r{RECIPE}"
-    fp32, int8 = folder / "model.onnx", folder / "model-int8.onnx"
+    folder = folder_for(cache_dir, source)
+    fp32, graph = folder / GRAPHS["onnx"], folder / GRAPHS[engine]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(folder, source)
         if not manifest.holds(fp32):
             export(model, input_names, fp32)
             manifest.record(fp32)
-        if engine == "onnx-int8" and not manifest.holds(int8):
-            _quantize(fp32, int8)
-            manifest.record(int8)
+        if graph != fp32 and not manifest.holds(graph):
+            _quantize(fp32, graph)
+            manifest.record(graph)
+        if serving is not None and source == revision:  # served without torch only under a known revision
+            facts, tokenizer_json = serving
+            for name, text in ((SERVING_FILE, facts.to_json()), (TOKENIZER_FILE, tokenizer_json)):
+                if not manifest.holds(folder / name) or (folder / name).read_text() != text:
+                    manifest.write(name, text)
     except OSError as exc:
         raise ModelLoadError(
             f"cannot write the ONNX export to {folder}: {exc}; set TRIAGE_ONNX_CACHE_DIR to a writable directory"
         ) from exc
-    return OnnxForward(int8 if engine == "onnx-int8" else fp32, input_names)
-
-
-class Manifest:
-    """What the cache folder's graphs were made from: `manifest.json` names, for each file, the weights
-    it was exported from (the model's revision, or a digest of its weights when it has none) and the
-    SHA-256 of its own bytes. A file it does not vouch for (planted, truncated, another model's, written
-    before manifests) is exported again, never served under this model's name."""
-
-    def __init__(self, folder: Path, source: str) -> None:
-        self.path = folder / "manifest.json"
-        self.source = source
-        try:
-            self.files: dict[str, dict[str, str]] = json.loads(self.path.read_text()).get("files", {})
-        except (OSError, ValueError):
-            self.files = {}
-
-    def holds(self, graph: Path) -> bool:
-        entry = self.files.get(graph.name)
-        if not graph.exists():
-            return False
-        if entry and entry.get("source") == self.source and entry.get("sha256") == file_digest(graph):
-            return True
-        log.warning("onnx_cache_refused", file=str(graph), reason="not made from these weights, or changed since")
-        return False
-
-    def record(self, graph: Path) -> None:
-        self.files[graph.name] = {"source": self.source, "sha256": file_digest(graph)}
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump({"recipe": RECIPE, "files": self.files}, handle, indent=2)
-        os.replace(handle.name, self.path)
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return OnnxForward(graph, input_names)
 
 
 def weights_digest(model: Any) -> str:

@@ -73,10 +73,9 @@ def measure(run: Callable[[int, int], None], max_length: int) -> PassCost:
     return fit(shapes, timings)
 
 
-def machine() -> str:
-    """What the timing depends on besides the model: the processor, how many, and the threads torch uses."""
-    import torch
-
+def machine(runtime: str) -> str:
+    """What the timing depends on besides the model: the processor, how many, and `runtime` (the
+    library that runs the passes, its version and its threads)."""
     model = platform.processor()
     try:
         model = next(
@@ -86,14 +85,15 @@ def machine() -> str:
         )
     except (OSError, StopIteration):
         pass
-    return f"{model}|cpus={os.cpu_count()}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    return f"{model}|cpus={os.cpu_count()}|{runtime}"
 
 
-def cached_cost(folder: Path, identity: str, timed: Callable[[], PassCost]) -> tuple[PassCost, bool]:
-    """The cost kept for `identity` (model revision, engine, length) on this machine, or `timed()`
-    kept for the next start; and whether it was read back. A folder that cannot be written only
-    means timing at every start."""
-    key = hashlib.sha256(f"{identity}|{machine()}".encode()).hexdigest()[:16]
+def cached_cost(folder: Path, identity: str, runtime: str, timed: Callable[[], PassCost]) -> tuple[PassCost, bool]:
+    """The cost kept for `identity` (model revision, engine, length) on this machine and `runtime`,
+    or `timed()` kept for the next start; and whether it was read back. A folder that cannot be
+    written only means timing at every start."""
+    where = machine(runtime)
+    key = hashlib.sha256(f"{identity}|{where}".encode()).hexdigest()[:16]
     path = folder.expanduser() / "pass-costs" / f"{key}.json"
     try:
         return PassCost(**json.loads(path.read_text())["cost"]), True
@@ -103,7 +103,7 @@ def cached_cost(folder: Path, identity: str, timed: Callable[[], PassCost]) -> t
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump({"identity": identity, "machine": machine(), "cost": asdict(cost)}, handle)
+            json.dump({"identity": identity, "machine": where, "cost": asdict(cost)}, handle)
         os.replace(handle.name, path)
     except OSError:
         pass

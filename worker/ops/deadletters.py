@@ -89,7 +89,7 @@ class Replayed:
 
 def read(settings: Settings, since: timedelta | None = None, wait_s: float = 5.0) -> Iterator[DeadLetter]:
     """Every dead letter on the topic (since a time), without a group. A broker that cannot be reached
-    is said in one line within `wait_s` (see wiring.explain); a topic it does not have, too."""
+    is said in one line within `wait_s` (see cli.common.explain); a topic it does not have, too."""
     consumer = build_reader(settings, wait_ms=int(wait_s * 1000))
     try:
         topic = settings.dead_letter_topic

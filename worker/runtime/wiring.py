@@ -10,17 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
 from worker.contracts import categories
 from worker.contracts.categories import GENERAL, CategoryList
 from worker.contracts.errors import OperatorError
 from worker.logs import get_logger
+from worker.model import calibration
 from worker.runtime.batcher import MicroBatcher
 from worker.runtime.decode import Decoder
 from worker.runtime.guard import DeadLetterGuard
@@ -49,6 +50,7 @@ from worker.runtime.triage import TriagePolicy
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    from worker.model.answering import Classifier
     from worker.model.classifier import SentimentClassifier
 
 log = get_logger("worker.wiring")
@@ -59,31 +61,42 @@ PRODUCER_BATCH_BYTES = 256 * 1024  # escalations carry the text (~1.3 kB): 16 kB
 BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
-def build_classifier(settings: Settings, *, calibrated: bool = True, shadow: bool = False) -> SentimentClassifier:
-    """The classifier the worker runs; `calibrated=False` leaves out the calibration (calibrate fits
-    its own on the margins, which do not depend on it); `shadow=True`: the TRIAGE_SHADOW_MODEL candidate."""
-    from worker.model import calibration
+def build_classifier(settings: Settings, *, calibrated: bool = True, shadow: bool = False) -> Classifier:
+    """The served classifier (`calibrated=False`: without its calibration, which calibrate fits; `shadow`: the
+    TRIAGE_SHADOW_MODEL candidate), from the ONNX cache without torch where it can be (model.onnx_serving)."""
+    from worker.model.onnx_serving import open_cached
+
+    model, options = _classifier_options(settings, calibrated, shadow)
+    return open_cached(model, **options) or build_torch_classifier(settings, calibrated=calibrated, shadow=shadow)
+
+
+def build_torch_classifier(settings: Settings, *, calibrated: bool = True, shadow: bool = False) -> SentimentClassifier:
+    """Loaded through transformers whatever the engine (for embeddings, benchmarks); fills the ONNX cache."""
     from worker.model.classifier import SentimentClassifier
 
+    model, options = _classifier_options(settings, calibrated, shadow)
+    return SentimentClassifier(model, compile_model=settings.torch_compile, **options)
+
+
+def _classifier_options(settings: Settings, calibrated: bool, shadow: bool) -> tuple[str, dict[str, Any]]:
+    """The model, and the options every engine's classifier takes, from settings."""
     model = settings.shadow_model if shadow else settings.model
     assert model is not None
     setting = settings.shadow_calibration if shadow else settings.calibration
-    return SentimentClassifier(
-        model,
-        device=settings.device,
-        label_map=settings.label_map,
-        max_batch_size=settings.max_batch_size,
-        max_batch_tokens=settings.max_batch_tokens,
-        compile_model=settings.torch_compile,
-        calibration=calibration.resolve(setting, model) if calibrated else None,
-        truncation=settings.truncation,
-        revision=settings.shadow_model_revision if shadow else settings.model_revision,
-        engine=settings.engine,
-        onnx_cache_dir=settings.onnx_cache_dir,
-    )
+    return model, {
+        "engine": settings.engine,
+        "device": settings.device,
+        "revision": settings.shadow_model_revision if shadow else settings.model_revision,
+        "onnx_cache_dir": settings.onnx_cache_dir,
+        "label_map": settings.label_map,
+        "max_batch_size": settings.max_batch_size,
+        "max_batch_tokens": settings.max_batch_tokens,
+        "calibration": calibration.resolve(setting, model) if calibrated else None,
+        "truncation": settings.truncation,
+    }
 
 
-def build_policy(settings: Settings, classifier: SentimentClassifier) -> TriagePolicy:
+def build_policy(settings: Settings, classifier: Classifier) -> TriagePolicy:
     """TRIAGE_LOW_CONFIDENCE_THRESHOLD when it is set; else the calibration's chosen threshold; else 0.60.
     With TRIAGE_CATEGORIES and a model with a category head, the policy routes too (see build_router)."""
     chosen = classifier.calibration.threshold if classifier.calibration else None
@@ -104,7 +117,7 @@ def build_categories(settings: Settings) -> CategoryList | None:
     return categories.load(settings.categories) if settings.categories else None
 
 
-def build_router(settings: Settings, classifier: SentimentClassifier) -> Router | None:
+def build_router(settings: Settings, classifier: Classifier) -> Router | None:
     """The router for the served model's category head, checked against the category file: a head that
     answers a category the file does not define is refused at start (its items could go nowhere), and a
     file without a model head routes nothing (said in the start-up line, not refused)."""
@@ -191,35 +204,6 @@ def build_reader(settings: Settings, wait_ms: int = BOOTSTRAP_TIMEOUT_MS) -> Kaf
     )  # fmt: skip
 
 
-def explain(exc: BaseException, settings: Settings) -> OperatorError | None:
-    """An outage or a schema problem said in one line for the operator, or None for anything else.
-
-    The verbs' one error path: a database that cannot be reached, one whose schema is behind (a
-    missing table or column), a broker that cannot be reached. Never a statement's parameters (they
-    may hold customer text), never a secret."""
-    if isinstance(exc, DBAPIError):
-        error = classify(exc)
-        url = make_url(settings.sqlalchemy_url())
-        where = f"{url.host or 'the local socket'}:{url.port or 5432}/{url.database}"
-        if error.kind is Kind.OUTAGE:
-            reason = settings.redact(error.message)[:200]
-            return OperatorError(
-                f"cannot reach the database at {where} ({error.name}: {reason}); "
-                "check TRIAGE_DATABASE_URL and that PostgreSQL is up"
-            )
-        if error.sqlstate in ("42P01", "42703"):  # undefined table, undefined column: an older schema
-            return OperatorError(
-                f"the database at {where} lacks what this worker needs ({error.name}); run `triage-worker migrate`"
-            )
-        return DatabaseMisconfigured(error)
-    if isinstance(exc, KafkaError):
-        return OperatorError(
-            f"cannot reach the broker at {settings.kafka_bootstrap_servers} ({type(exc).__name__}); "
-            "check TRIAGE_KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
-        )
-    return None
-
-
 def build_consumer(settings: Settings) -> KafkaConsumer:
     return KafkaConsumer(
         group_id=settings.group_id,
@@ -235,9 +219,7 @@ def build_consumer(settings: Settings) -> KafkaConsumer:
     )
 
 
-def build_runner(
-    settings: Settings, classifier: SentimentClassifier | None = None, shutdown: Shutdown | None = None
-) -> Runner:
+def build_runner(settings: Settings, classifier: Classifier | None = None, shutdown: Shutdown | None = None) -> Runner:
     """The whole worker, started the way outages are handled at run time: while PostgreSQL or the
     broker cannot be reached it waits with backoff (one log line per try, `/readyz` says which),
     until they answer or a stop is requested (then `Abandoned`). A database whose schema is not at

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.contracts.errors import OperatorError
-from worker.runtime.wiring import build_classifier
+from worker.runtime.wiring import build_torch_classifier
 from worker.settings import Settings
 
 WINDOW = 64  # the peers sort within windows of this many texts, the worker's CPU micro-batch
@@ -36,7 +36,7 @@ def bench_model(settings: Settings, texts: list[str], rounds: int = 3, category_
 
     # The same work as the peers: their truncation (the start of a text), no calibration.
     settings = settings.with_overrides(truncation="head", calibration="off")
-    ours = build_classifier(settings)
+    ours = build_torch_classifier(settings)
     passes: list[Any] = []  # the classifier's stats for each micro-batch
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -45,7 +45,7 @@ def bench_model(settings: Settings, texts: list[str], rounds: int = 3, category_
             names = [f"category_{n}" for n in range(category_head)]
             with_head = with_category_head(settings.model, Path(scratch) / "with-categories", names)
             systems["ours_with_categories"] = _in_micro_batches(
-                build_classifier(settings.with_overrides(model=str(with_head))), []
+                build_torch_classifier(settings.with_overrides(model=str(with_head))), []
             )
         # Warm up each (a compiled model gets a few shapes compiled before the clock starts).
         for name, system in systems.items():
@@ -235,6 +235,8 @@ def _onnx_peers(
     except ImportError:
         print("bench: ONNX Runtime is not installed (the onnx extra): its peers are left out")
         return {}
+    import torch
+
     from worker.model.onnx_engine import OnnxForward, export, quiet_quantizer
 
     fp32, int8 = scratch / "peer.onnx", scratch / "peer-int8.onnx"
@@ -242,7 +244,13 @@ def _onnx_peers(
     with quiet_quantizer():
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
     sessions = {"onnx_fp32": OnnxForward(fp32, input_names), "onnx_int8": OnnxForward(int8, input_names)}
-    return {
-        name: (lambda texts, session=session: labelled(texts, session))  # type: ignore[misc]
-        for name, session in sessions.items()
-    }
+
+    def peer(session: OnnxForward) -> Labeller:
+        """The session labelling texts from the peers' torch tensors (it takes and gives numpy arrays)."""
+
+        def run(inputs: dict[str, Any]) -> Any:
+            return torch.from_numpy(session({k: v.numpy() for k, v in inputs.items()}))
+
+        return lambda texts: labelled(texts, run)
+
+    return {name: peer(session) for name, session in sessions.items()}

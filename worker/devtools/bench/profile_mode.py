@@ -21,7 +21,7 @@ import pstats
 import time
 from typing import Any
 
-from worker.runtime.wiring import build_classifier
+from worker.runtime.wiring import build_torch_classifier
 from worker.settings import Settings
 
 PROFILED_BATCHES = 3
@@ -30,7 +30,7 @@ PROFILED_BATCHES = 3
 def bench_profile(settings: Settings, texts: list[str]) -> dict[str, Any]:
     import torch
 
-    ours = build_classifier(settings.with_overrides(truncation="head", calibration="off"))
+    ours = build_torch_classifier(settings.with_overrides(truncation="head", calibration="off"))
     cuda = ours.device.type == "cuda"
     size = ours.max_batch_size
     windows = [texts[i : i + size] for i in range(0, len(texts), size)]
