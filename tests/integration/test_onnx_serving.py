@@ -3,6 +3,7 @@ never imports torch, and refused (so transformers loads the model) wherever the 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,13 +62,31 @@ def test_a_category_head_is_served_from_the_cache_too(checkpoint_pos_neg: Path, 
     assert answers(served) == answers(loaded) and {a[2] for a in answers(served)} - {None}
 
 
-def test_classify_from_a_warm_cache_never_imports_torch(checkpoint_pos_neg: Path, tmp_path: Path) -> None:
+def hub_cache(checkpoint: Path, root: Path) -> tuple[str, dict[str, str]]:
+    """`checkpoint` laid out as a Hugging Face cache holding one download of `tests/tiny-bert` at a
+    made-up commit, and the environment that reads it offline."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / "models--tests--tiny-bert"
+    shutil.copytree(checkpoint, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return "tests/tiny-bert", {"HF_HUB_CACHE": str(root), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("named_by", ["directory", "hub id, offline"])
+def test_classify_from_a_warm_cache_never_imports_torch(
+    checkpoint_pos_neg: Path, tmp_path: Path, named_by: str
+) -> None:
+    model, hub = (
+        (str(checkpoint_pos_neg), {}) if named_by == "directory" else hub_cache(checkpoint_pos_neg, tmp_path / "hub")
+    )
     env = {
         **os.environ,
-        "TRIAGE_MODEL": str(checkpoint_pos_neg),
+        **hub,
+        "TRIAGE_MODEL": model,
         "TRIAGE_ENGINE": "onnx",
         "TRIAGE_DEVICE": "cpu",
-        "TRIAGE_ONNX_CACHE_DIR": str(tmp_path),
+        "TRIAGE_ONNX_CACHE_DIR": str(tmp_path / "onnx"),
         "TRIAGE_CALIBRATION": "off",
     }
     script = (
@@ -87,6 +106,8 @@ def test_classify_from_a_warm_cache_never_imports_torch(checkpoint_pos_neg: Path
     again, imported_again = classify()
     assert imported_first == ["torch", "transformers"] and imported_again == []
     assert again == first
+    (folder,) = (p for p in (tmp_path / "onnx").iterdir() if p.name != "pass-costs")
+    assert folder.name.startswith("dir-" if named_by == "directory" else "sha-0123456789ab-")
 
 
 def test_the_cache_is_refused_where_it_cannot_vouch_and_transformers_mends_it(

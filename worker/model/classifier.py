@@ -79,7 +79,7 @@ class SentimentClassifier(Classifier):
         super().__init__(
             model,
             engine=engine,
-            revision=revision_of(model, config),
+            revision=revision_of(model, loaded.commit),
             device=loaded.device,
             dtype=loaded.dtype,
             calibration=calibration,

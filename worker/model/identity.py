@@ -1,7 +1,7 @@
 """Identity: which exact weights a model name stands for, so a score can be traced to them.
 
-A hub id resolves to the commit transformers downloaded (`config._commit_hash`, pinned with
-TRIAGE_MODEL_REVISION); a local directory to a content hash: the SHA-256 of its files' names and
+A hub id resolves to the commit its revision points to (TRIAGE_MODEL_REVISION, else the default
+branch), and is loaded at that commit; a local directory to a content hash: the SHA-256 of its files' names and
 bytes (the weights, the config, the tokenizer), without the files the worker writes beside them
 (its calibration and card), so calibrating a model does not change what it is. Both are cut to 12
 hex digits: `sha:0a1b2c3d4e5f` for a hub commit, `dir:0a1b2c3d4e5f` for a directory.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 OWN_FILES = ("triage-calibration.json", "triage-card.json", "README.md")
 CHUNK = 1 << 20
@@ -28,10 +27,22 @@ def directory_digest(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def revision_of(model: str, config: Any) -> str:
-    """`sha:...` for a hub model (the commit loaded), `dir:...` for a local directory."""
+def revision_of(model: str, commit: str | None) -> str:
+    """`sha:...` for a hub model (the commit loaded, see `hub_commit`), `dir:...` for a local directory."""
     directory = Path(model).expanduser()
     if directory.is_dir():
         return f"dir:{directory_digest(directory)}"
-    commit = getattr(config, "_commit_hash", None)
     return f"sha:{commit[:12]}" if commit else "sha:unknown"
+
+
+def hub_commit(model: str, revision: str | None, *, local_only: bool) -> str | None:
+    """The commit a hub id's `revision` (None: its default branch) points to: asked of the hub, or with
+    `local_only` read from the local cache's refs. None when it cannot be told (then transformers'
+    own loading reports why). The model is then loaded at that very commit, so its name and its files
+    agree; transformers 5 no longer says which commit it loaded (`config._commit_hash` is gone)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return str(HfApi().resolve_revision(model, revision=revision, local_files_only=local_only).resolved)
+    except Exception:  # noqa: BLE001 - an older huggingface_hub, an unknown repo, no network: not ours to say
+        return None

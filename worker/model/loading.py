@@ -25,6 +25,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from worker.model.errors import ModelLoadError
+from worker.model.identity import hub_commit
 
 __all__ = ["LoadedModel", "ModelLoadError", "load", "load_trainable", "pick_dtype", "resolve_device"]
 
@@ -37,6 +38,7 @@ class LoadedModel:
     model: Any  # a transformers PreTrainedModel for sequence classification, in eval mode on `device`
     device: torch.device
     dtype: torch.dtype
+    commit: str | None  # the hub commit both were loaded from; None for a local directory (or unknown)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -60,15 +62,17 @@ def load(model: str, device: torch.device, revision: str | None = None) -> Loade
     hf_logging.disable_progress_bar()
     local_only = _check_reachable(model)
     dtype = pick_dtype(device)
+    commit = None if Path(model).expanduser().is_dir() else hub_commit(model, revision, local_only=local_only)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only, revision=commit or revision)
         loaded = AutoModelForSequenceClassification.from_pretrained(
-            model, dtype=dtype, local_files_only=local_only, revision=revision
+            model, dtype=dtype, local_files_only=local_only, revision=commit or revision
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {model!r}: {exc}") from exc
     loaded.to(device).eval()
-    return LoadedModel(tokenizer, loaded, device, dtype)
+    commit = commit or getattr(loaded.config, "_commit_hash", None)  # transformers 4 still said it
+    return LoadedModel(tokenizer, loaded, device, dtype, commit)
 
 
 def load_trainable(

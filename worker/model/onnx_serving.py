@@ -28,7 +28,7 @@ from worker.model.answering import Classifier
 from worker.model.calibration import Calibration
 from worker.model.category_card import read_card
 from worker.model.encoding import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Encoder, Truncation
-from worker.model.identity import directory_digest
+from worker.model.identity import directory_digest, hub_commit, revision_of
 
 log = get_logger("worker.model")
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees
@@ -149,15 +149,11 @@ def _cpu_only(device: str) -> bool:
 
 
 def _known_revision(model: str, revision: str | None) -> str | None:
-    """The revision transformers would name (identity.revision_of) when it is known locally, else None."""
+    """The revision transformers would load under (identity.revision_of) when it is known locally, else None."""
     directory = Path(model).expanduser()
     if directory.is_dir():
         return f"dir:{directory_digest(directory)}"
     if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
         return None
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(model, "config.json", revision=revision)
-    if not isinstance(config, str):
-        return None
-    return f"sha:{Path(config).parent.name[:12]}"  # .../snapshots/<commit>/config.json
+    commit = hub_commit(model, revision, local_only=True)
+    return revision_of(model, commit) if commit else None
