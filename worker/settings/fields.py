@@ -94,7 +94,7 @@ class Settings(KafkaSettings):
         Path("~/.cache/triage-worker/onnx"),
         description="where the ONNX exports are kept, a folder per model revision, with the tokenizer and the "
         "timed pass costs; written once (a few seconds), then read at every start, which then loads neither torch "
-        "nor transformers (about 2 s for `classify` here). Must be writable where an `onnx` engine runs",
+        "nor transformers (1.5-2.3 s for `classify` here). Must be writable where an `onnx` engine runs",
     )
     truncation: Literal["head", "head_tail"] = Field(
         "head_tail",
