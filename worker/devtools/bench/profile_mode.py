@@ -92,9 +92,10 @@ def _fixed_shape(ours: Any, sync: Any) -> dict[str, Any]:
     """The model alone on device tensors of one shape, the shape the planner would fill at IMDB lengths."""
     length = min(256, ours.max_length)
     batch = max(1, min(ours.max_batch_size, ours.max_batch_tokens // length))
-    tensors = ours.encoder.pad([[ours.tokenizer.unk_token_id or 0] * length] * batch)
-    inputs = {k: v.to(ours.device) for k, v in tensors.items()}
     import torch
+
+    tensors = ours.encoder.pad([[ours.tokenizer.unk_token_id or 0] * length] * batch)
+    inputs = {k: torch.as_tensor(v).to(ours.device) for k, v in tensors.items()}  # numpy for an ONNX engine
 
     with torch.inference_mode():
         for _ in range(3):
