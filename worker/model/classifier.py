@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from worker.contracts.values import ClassificationFailure
@@ -29,6 +28,7 @@ from worker.model.encoding import (
     Encoder,
     Truncation,
     max_length_of,
+    rust_backend,
 )
 from worker.model.identity import revision_of
 from worker.model.loading import load, resolve_device
@@ -114,7 +114,7 @@ class SentimentClassifier(Classifier):
     def _serving_facts(self) -> tuple[onnx_cache.ServingFacts, str] | None:
         """What the cached ONNX path needs to serve this model without transformers (see onnx_serving):
         None for a slow (pure Python) tokenizer, which only transformers can run."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None) if self.tokenizer.is_fast else None
+        backend = rust_backend(self.tokenizer)
         if backend is None:
             return None
         facts = onnx_cache.ServingFacts(
@@ -162,10 +162,7 @@ class SentimentClassifier(Classifier):
     def _on_device(self, tensors: dict[str, Any]) -> dict[str, torch.Tensor]:
         """A pass's inputs on the model's device (numpy arrays, as the ONNX engines encode, become tensors)."""
         non_blocking = self.device.type == "cuda"
-        return {
-            k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device, non_blocking=non_blocking)
-            for k, v in tensors.items()
-        }
+        return {k: torch.as_tensor(v).to(self.device, non_blocking=non_blocking) for k, v in tensors.items()}
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """The features the sentiment head reads (and the category head beside it), one vector per text, in

@@ -162,7 +162,7 @@ class Encoder:
 def truncating_backend(tokenizer: PreTrainedTokenizerBase, max_length: int | None) -> Any | None:
     """A private copy of a fast tokenizer's Rust backend that truncates at `max_length` (None: not
     at all) and never pads; None for a slow (pure Python) tokenizer, called through transformers."""
-    backend = getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
+    backend = rust_backend(tokenizer)
     if backend is None:
         return None
     backend = copy.deepcopy(backend)  # transformers re-sets the shared one's truncation on each call
@@ -172,6 +172,11 @@ def truncating_backend(tokenizer: PreTrainedTokenizerBase, max_length: int | Non
     else:
         backend.enable_truncation(max_length)
     return backend
+
+
+def rust_backend(tokenizer: PreTrainedTokenizerBase) -> Any | None:
+    """A fast tokenizer's Rust backend (shared, not a copy); None for a slow (pure Python) tokenizer."""
+    return getattr(tokenizer, "backend_tokenizer", None) if tokenizer.is_fast else None
 
 
 def special_token_counts(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:

@@ -10,6 +10,7 @@ hex digits: `sha:0a1b2c3d4e5f` for a hub commit, `dir:0a1b2c3d4e5f` for a direct
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 OWN_FILES = ("triage-calibration.json", "triage-card.json", "README.md")
@@ -33,6 +34,11 @@ def revision_of(model: str, commit: str | None) -> str:
     if directory.is_dir():
         return f"dir:{directory_digest(directory)}"
     return f"sha:{commit[:12]}" if commit else "sha:unknown"
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids asking the hub (models come from the local cache only)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def hub_commit(model: str, revision: str | None, *, local_only: bool) -> str | None:

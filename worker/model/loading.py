@@ -8,7 +8,6 @@ transformers retries for about 50 s before its own error.
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from worker.model.errors import ModelLoadError
-from worker.model.identity import hub_commit
+from worker.model.identity import hub_commit, hub_offline
 
 __all__ = ["LoadedModel", "ModelLoadError", "load", "load_trainable", "pick_dtype", "resolve_device"]
 
@@ -99,7 +98,7 @@ def _check_reachable(model: str) -> bool:
         return True
     if path.exists() or model.startswith(("/", ".", "~")) or model.count("/") > 1:
         raise ModelLoadError(f"cannot load model {model!r}: no such model directory")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if hub_offline():
         return True
     from huggingface_hub import constants, try_to_load_from_cache
 

@@ -134,17 +134,20 @@ class Manifest:
 
     def record(self, file: Path) -> None:
         self.files[file.name] = {"source": self.source, "sha256": file_digest(file)}
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump({"recipe": RECIPE, "files": self.files}, handle, indent=2)
-        os.replace(handle.name, self.path)
+        write_atomically(self.path, json.dumps({"recipe": RECIPE, "files": self.files}, indent=2))
 
     def write(self, name: str, text: str) -> None:
-        """Write a small file into the folder, atomically, and vouch for it."""
+        """Write a small file into the folder and vouch for it."""
         target = self.path.parent / name
-        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(text)
-        os.replace(handle.name, target)
+        write_atomically(target, text)
         self.record(target)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside `path` and rename into place, so a sibling process never reads half a file."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
 
 
 def file_digest(path: Path) -> str:

@@ -17,7 +17,6 @@ answers are the same either way (tested): the same graph, the same tokenizer, th
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from worker.model.answering import Classifier
 from worker.model.calibration import Calibration
 from worker.model.category_card import read_card
 from worker.model.encoding import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Encoder, Truncation
-from worker.model.identity import directory_digest, hub_commit, revision_of
+from worker.model.identity import hub_commit, hub_offline, revision_of
 
 log = get_logger("worker.model")
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees
@@ -150,10 +149,7 @@ def _cpu_only(device: str) -> bool:
 
 def _known_revision(model: str, revision: str | None) -> str | None:
     """The revision transformers would load under (identity.revision_of) when it is known locally, else None."""
-    directory = Path(model).expanduser()
-    if directory.is_dir():
-        return f"dir:{directory_digest(directory)}"
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
-        return None
-    commit = hub_commit(model, revision, local_only=True)
+    if Path(model).expanduser().is_dir():
+        return revision_of(model, None)
+    commit = hub_commit(model, revision, local_only=True) if hub_offline() else None
     return revision_of(model, commit) if commit else None

@@ -19,11 +19,12 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from worker.model.onnx_cache import write_atomically
 
 PROBE_REPEATS = 3
 Shape = tuple[int, int]  # (texts, length in word pieces)
@@ -102,9 +103,7 @@ def cached_cost(folder: Path, identity: str, runtime: str, timed: Callable[[], P
     cost = timed()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump({"identity": identity, "machine": where, "cost": asdict(cost)}, handle)
-        os.replace(handle.name, path)
+        write_atomically(path, json.dumps({"identity": identity, "machine": where, "cost": asdict(cost)}))
     except OSError:
         pass
     return cost, False

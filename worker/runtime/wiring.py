@@ -67,7 +67,12 @@ def build_classifier(settings: Settings, *, calibrated: bool = True, shadow: boo
     from worker.model.onnx_serving import open_cached
 
     model, options = _classifier_options(settings, calibrated, shadow)
-    return open_cached(model, **options) or build_torch_classifier(settings, calibrated=calibrated, shadow=shadow)
+    cached = open_cached(model, **options)
+    if cached is not None:
+        return cached
+    from worker.model.classifier import SentimentClassifier
+
+    return SentimentClassifier(model, compile_model=settings.torch_compile, **options)
 
 
 def build_torch_classifier(settings: Settings, *, calibrated: bool = True, shadow: bool = False) -> SentimentClassifier:
